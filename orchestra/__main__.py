@@ -1,0 +1,5 @@
+"""``python -m orchestra`` is the same program as the ``orchestra`` command."""
+
+from orchestra.cli import main
+
+raise SystemExit(main())

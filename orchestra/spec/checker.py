@@ -1,0 +1,65 @@
+"""The validation pipeline: discover -> load -> JSON Schema -> semantic checks -> result."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestra.spec import semantic
+from orchestra.spec.diagnostics import Diagnostic
+from orchestra.spec.discover import discover
+from orchestra.spec.loader import load_file
+from orchestra.spec.model import SpecSet
+from orchestra.spec.schema import check_document
+
+
+@dataclass
+class ValidationResult:
+    specs: SpecSet
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    files: int = 0
+    documents: int = 0
+
+    @property
+    def valid(self) -> bool:
+        return not self.diagnostics
+
+    @property
+    def syntax_errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.category in ("file", "syntax")]
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.category not in ("file", "syntax")]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "files": self.files,
+            "documents": self.documents,
+            "syntaxErrors": [d.to_json() for d in self.syntax_errors],
+            "errors": [d.to_json() for d in self.errors],
+        }
+
+
+def validate_paths(paths: Sequence[str], cwd: Path, *, offline: bool = False) -> ValidationResult:
+    """Check every document under ``paths``; report problems of the files asked for only."""
+    files, problems = discover(paths, cwd)
+    placed: list[semantic.Placed] = []
+    requested = {f.display for f in files if f.requested}
+    documents = 0
+    for spec_file in files:
+        loaded = load_file(spec_file.path, spec_file.display)
+        problems += loaded.diagnostics
+        for doc in loaded.documents:
+            documents += spec_file.requested
+            schema_problems = check_document(doc)
+            problems += schema_problems
+            if not schema_problems:
+                placed.append(semantic.Placed(spec_file, doc))
+    specs, semantic_problems = semantic.check(placed, offline=offline)
+    problems += semantic_problems
+    reported = sorted({d for d in problems if d.category == "file" or d.file in requested})
+    return ValidationResult(specs, reported, len(requested), documents)

@@ -1,0 +1,154 @@
+"""Typed views of schema-valid spec documents, with the defaults of design.md applied."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestra.spec.loader import Document
+
+DEFAULT_TEST_JOBS = 10
+DEFAULT_MAX_RETRIES = 2
+DEFAULT_NAMESPACE = "orchestra-{user}"
+DEFAULT_ARRAY_LIMIT = 50
+PLACEHOLDERS = ("%DATA", "%IN", "%OUT")
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    namespace: str
+    volume_claim: str
+    mount_path: str
+    context: str | None
+    templates: Path | None
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    partition: str | None = None
+    array_limit: int = DEFAULT_ARRAY_LIMIT
+
+
+@dataclass(frozen=True, eq=False)
+class ClusterSpec:
+    name: str
+    backend: str
+    storage: Path  # absolute: relative paths are resolved against the defining file
+    max_parallel: int | None
+    kubernetes: KubernetesSettings | None
+    slurm: SlurmSettings
+    doc: Document = field(repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class DatasetSpec:
+    name: str
+    owner: str
+    path: str
+    doc: Document = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float | str | None = None
+    memory: str | None = None
+    gpu: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class TaskSpec:
+    name: str
+    owner: str
+    cluster: str
+    image: str
+    data: str
+    configs: str
+    output: str
+    exec: str
+    bypass: bool
+    test_jobs: int
+    max_retries: int
+    parallelism: int | None
+    resources: Resources
+    env: dict[str, str]
+    doc: Document = field(repr=False)
+
+
+@dataclass
+class SpecSet:
+    """Every valid document of a validation run, by kind and name."""
+
+    clusters: dict[str, ClusterSpec] = field(default_factory=dict)
+    datasets: dict[str, DatasetSpec] = field(default_factory=dict)
+    tasks: dict[str, TaskSpec] = field(default_factory=dict)
+
+
+def owner_of(name: str) -> str:
+    """``user.alice.x`` -> ``alice`` (names are schema-checked to have this shape)."""
+    return name.split(".", 2)[1]
+
+
+def cluster_from(doc: Document, base_dir: Path) -> ClusterSpec:
+    data: dict[str, Any] = doc.data
+    spec = data["spec"]
+    storage = Path(spec["storage"]).expanduser()
+    if not storage.is_absolute():
+        storage = base_dir / storage
+    kube = spec.get("kubernetes")
+    kubernetes = None
+    if kube is not None:
+        templates = kube.get("templates")
+        kubernetes = KubernetesSettings(
+            namespace=kube.get("namespace", DEFAULT_NAMESPACE),
+            volume_claim=kube["volumeClaim"],
+            mount_path=kube.get("mountPath", str(storage)),
+            context=kube.get("context"),
+            templates=(base_dir / templates) if templates else None,
+        )
+    slurm = spec.get("slurm") or {}
+    return ClusterSpec(
+        name=data["metadata"]["name"],
+        backend=spec["backend"],
+        storage=Path(os.path.normpath(storage)),
+        max_parallel=spec.get("maxParallel"),
+        kubernetes=kubernetes,
+        slurm=SlurmSettings(
+            partition=slurm.get("partition"),
+            array_limit=slurm.get("arrayLimit", DEFAULT_ARRAY_LIMIT),
+        ),
+        doc=doc,
+    )
+
+
+def dataset_from(doc: Document) -> DatasetSpec:
+    name = doc.data["metadata"]["name"]
+    return DatasetSpec(name=name, owner=owner_of(name), path=doc.data["spec"]["path"], doc=doc)
+
+
+def task_from(doc: Document) -> TaskSpec:
+    name = doc.data["metadata"]["name"]
+    spec = doc.data["spec"]
+    resources = spec.get("resources") or {}
+    return TaskSpec(
+        name=name,
+        owner=owner_of(name),
+        cluster=spec["cluster"],
+        image=spec["image"],
+        data=spec["data"],
+        configs=spec["configs"],
+        output=spec["output"],
+        exec=spec["exec"],
+        bypass=spec.get("bypass", False),
+        test_jobs=spec.get("testJobs", DEFAULT_TEST_JOBS),
+        max_retries=spec.get("maxRetries", DEFAULT_MAX_RETRIES),
+        parallelism=spec.get("parallelism"),
+        resources=Resources(
+            cpu=resources.get("cpu"),
+            memory=resources.get("memory"),
+            gpu=resources.get("gpu", 0),
+        ),
+        env=dict(spec.get("env") or {}),
+        doc=doc,
+    )
