@@ -12,6 +12,9 @@ from orchestra.spec.checker import ValidationResult, validate_paths
 
 def run(args: argparse.Namespace) -> int:
     result = validate_paths(args.paths, Path(args.directory), offline=args.offline)
+    if result.files == 0 and result.valid:
+        where = ", ".join(args.paths) if args.paths else args.directory
+        print(f"orchestra: warning: no spec files found under {where}", file=sys.stderr)
     if args.format == "json":
         json.dump(result.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")

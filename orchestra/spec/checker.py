@@ -49,6 +49,7 @@ def validate_paths(paths: Sequence[str], cwd: Path, *, offline: bool = False) ->
     files, problems = discover(paths, cwd)
     placed: list[semantic.Placed] = []
     requested = {f.display for f in files if f.requested}
+    broken: set[tuple[str, str]] = set()  # (kind, name) of documents that failed the schema
     documents = 0
     for spec_file in files:
         loaded = load_file(spec_file.path, spec_file.display)
@@ -59,7 +60,22 @@ def validate_paths(paths: Sequence[str], cwd: Path, *, offline: bool = False) ->
             problems += schema_problems
             if not schema_problems:
                 placed.append(semantic.Placed(spec_file, doc))
-    specs, semantic_problems = semantic.check(placed, offline=offline)
+            else:
+                broken.add(_kind_and_name(doc.data))
+    specs, semantic_problems = semantic.check(placed, offline=offline, broken=broken)
     problems += semantic_problems
-    reported = sorted({d for d in problems if d.category == "file" or d.file in requested})
+    reported = sorted(
+        {d for d in problems if d.category == "file" or d.file in requested},
+        key=lambda d: (d.category not in ("file", "syntax"), d),
+    )
     return ValidationResult(specs, reported, len(requested), documents)
+
+
+def _kind_and_name(data: Any) -> tuple[str, str]:
+    """(kind, name) of a document that failed the schema, so that references to it are not
+    reported a second time as missing; ("", "") when it has none."""
+    if isinstance(data, dict) and isinstance(data.get("metadata"), dict):
+        name = data["metadata"].get("name")
+        if isinstance(data.get("kind"), str) and isinstance(name, str):
+            return data["kind"], name
+    return "", ""

@@ -21,6 +21,8 @@ MAX_FILE_BYTES = 10 * 1024 * 1024
 #: Nodes a document may expand to once aliases are followed (an alias bomb expands to billions).
 MAX_EXPANDED_NODES = 100_000
 MAX_DEPTH = 64
+#: Python refuses to convert longer digit strings (sys.get_int_max_str_digits).
+MAX_INT_DIGITS = 4000
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -137,10 +139,7 @@ def load_text(text: str, display: str, result: LoadResult | None = None) -> Load
                 result.documents.append(Document(display, index, node, data))
             index += 1
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        message = " ".join(part for part in (exc.context, exc.problem) if part)
-        result.diagnostics.append(_syntax(display, line, column, f"YAML syntax error: {message}"))
+        result.diagnostics.append(_marked_error(exc, text, display))
     except yaml.YAMLError as exc:  # ReaderError: forbidden characters
         position = getattr(exc, "position", 0)
         line = text.count("\n", 0, position) + 1
@@ -153,6 +152,21 @@ def load_text(text: str, display: str, result: LoadResult | None = None) -> Load
     finally:
         loader.dispose()
     return result
+
+
+def _marked_error(exc: yaml.MarkedYAMLError, text: str, display: str) -> Diagnostic:
+    mark = exc.problem_mark or exc.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    message = exc.problem or exc.context or "invalid YAML"
+    if exc.context and exc.problem:
+        context = exc.context
+        start = exc.context_mark
+        if start is not None and (start.line, start.column) != (mark.line, mark.column):
+            context += f" that started at {start.line + 1}:{start.column + 1}"
+        message += f" ({context})"
+    if mark is not None and 0 <= mark.index < len(text) and text[mark.index] == "\t":
+        message += "; tabs cannot indent YAML, use spaces"
+    return _syntax(display, line, column, f"YAML syntax error: {message}")
 
 
 def _is_null(node: yaml.Node) -> bool:
@@ -181,6 +195,12 @@ def _check_graph(root: yaml.Node, display: str) -> Diagnostic | None:
         if depth > MAX_DEPTH:
             raise _Stop(fail(node, f"nesting deeper than {MAX_DEPTH} levels"))
         total = 1
+        if (
+            isinstance(node, yaml.ScalarNode)
+            and node.tag == "tag:yaml.org,2002:int"
+            and len(node.value) > MAX_INT_DIGITS
+        ):
+            raise _Stop(fail(node, f"integer with {len(node.value)} digits: too large"))
         if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
             on_path.add(key)
             if isinstance(node, yaml.MappingNode):

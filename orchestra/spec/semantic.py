@@ -4,7 +4,7 @@ documents, dataset paths and, unless offline, the datasets on the storage."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -37,8 +37,17 @@ def _diag(doc: Document, path: Sequence[str | int], message: str) -> Diagnostic:
     return Diagnostic(doc.file, line, column, json_path(path), message, "semantic")
 
 
-def check(placed: Iterable[Placed], *, offline: bool) -> tuple[SpecSet, list[Diagnostic]]:
-    """Build the :class:`SpecSet` of the valid documents and every semantic problem."""
+def check(
+    placed: Iterable[Placed],
+    *,
+    offline: bool,
+    broken: Collection[tuple[str, str]] = (),
+) -> tuple[SpecSet, list[Diagnostic]]:
+    """Build the :class:`SpecSet` of the valid documents and every semantic problem.
+
+    ``broken`` holds the (kind, name) of documents that failed the schema: a reference to one
+    of them is not reported again as missing.
+    """
     specs = SpecSet()
     problems: list[Diagnostic] = []
     requested: set[str] = set()
@@ -48,7 +57,7 @@ def check(placed: Iterable[Placed], *, offline: bool) -> tuple[SpecSet, list[Dia
             requested.add(item.file.display)
         problems += _check_one(item, specs)
     for task in specs.tasks.values():
-        problems += _check_references(task, specs)
+        problems += _check_references(task, specs, broken)
     if not offline:
         problems += _check_storage(specs, requested)
     return specs, problems
@@ -138,9 +147,11 @@ def _check_dataset_path(dataset: DatasetSpec) -> list[Diagnostic]:
     return []
 
 
-def _check_references(task: TaskSpec, specs: SpecSet) -> list[Diagnostic]:
+def _check_references(
+    task: TaskSpec, specs: SpecSet, broken: Collection[tuple[str, str]]
+) -> list[Diagnostic]:
     problems = []
-    if task.cluster not in specs.clusters:
+    if task.cluster not in specs.clusters and ("Cluster", task.cluster) not in broken:
         problems.append(
             _diag(
                 task.doc,
@@ -159,7 +170,7 @@ def _check_references(task: TaskSpec, specs: SpecSet) -> list[Diagnostic]:
                     f"'user.{task.owner}.'",
                 )
             )
-        elif name not in specs.datasets:
+        elif name not in specs.datasets and ("Dataset", name) not in broken:
             own = [n for n in specs.datasets if owner_of(n) == task.owner]
             problems.append(
                 _diag(
