@@ -161,7 +161,7 @@ def _marked_error(exc: yaml.MarkedYAMLError, text: str, display: str) -> Diagnos
     if exc.context and exc.problem:
         context = exc.context
         start = exc.context_mark
-        if start is not None and (start.line, start.column) != (mark.line, mark.column):
+        if start is not None and (start.line + 1, start.column + 1) != (line, column):
             context += f" that started at {start.line + 1}:{start.column + 1}"
         message += f" ({context})"
     if mark is not None and 0 <= mark.index < len(text) and text[mark.index] == "\t":
