@@ -55,7 +55,7 @@ demo: $(STAMP)
 	    -c $(TUTORIAL)/storage/alice/files/my_config_files/config_sort_0_init_0.json -o .demo/output
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_validate.py
+	$(PY) benchmarks/bench_validate.py --json benchmarks/out/validate.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache .demo build dist

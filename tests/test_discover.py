@@ -98,3 +98,14 @@ def test_symlinked_directories_are_not_followed(tmp_path: Path) -> None:
     (tmp_path / "specs" / "link").symlink_to(tmp_path / "real")
     files, _ = discover(["specs"], tmp_path)
     assert files == []
+
+
+def test_other_yaml_inside_a_repository_is_read_alone(tmp_path: Path) -> None:
+    (tmp_path / "users" / "alice").mkdir(parents=True)
+    (tmp_path / "cluster.yaml").write_text("kind: Broken\n")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "example.yaml").write_text(
+        "apiVersion: orchestra/v1\nkind: Dataset\nmetadata: {name: user.bob.d}\nspec: {path: d}\n"
+    )
+    files, _ = discover(["docs/example.yaml"], tmp_path)
+    assert [(f.display, f.requested, f.owner) for f in files] == [("docs/example.yaml", True, None)]

@@ -17,6 +17,7 @@ from pathlib import Path
 from orchestra.spec.diagnostics import Diagnostic
 
 SUFFIXES = (".yaml", ".yml")
+_CLUSTER_FILES = ("cluster.yaml", "cluster.yml")
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,22 @@ def _is_within(path: Path, parent: Path) -> bool:
 
 
 def _enclosing_repo(path: Path, limit: Path) -> Path | None:
-    """The repository root ``path`` is in (itself included), searching no higher than ``limit``."""
+    """The repository root whose specs ``path`` is part of (``path`` itself included),
+    searching no higher than ``limit``."""
     candidates = [path] if path.is_dir() else []
     candidates += [p for p in path.parents if _is_within(p, limit)]
     for candidate in candidates:
-        if is_repo_root(candidate):
+        if is_repo_root(candidate) and _is_spec_location(path, candidate):
             return candidate
     return None
+
+
+def _is_spec_location(path: Path, repo: Path) -> bool:
+    """Is ``path`` the repository, or inside the part of it that holds specs?"""
+    if path == repo:
+        return True
+    parts = path.relative_to(repo).parts
+    return parts[0] in ("users", "clusters") or (len(parts) == 1 and parts[0] in _CLUSTER_FILES)
 
 
 def _walk(directory: Path) -> Iterator[Path]:
@@ -98,7 +108,7 @@ def _walk(directory: Path) -> Iterator[Path]:
 
 
 def _repo_files(root: Path) -> Iterator[Path]:
-    for name in ("cluster.yaml", "cluster.yml"):
+    for name in _CLUSTER_FILES:
         if (root / name).is_file():
             yield root / name
     for sub in ("clusters", "users"):

@@ -1,0 +1,176 @@
+"""Validation speed and start-up cost, each against a baseline measured in the same run.
+
+1. 1,000 task files (plus a cluster and their datasets, with a reachable storage so the disk
+   checks run): `orchestra validate DIR` as a whole process, against the floor of merely
+   parsing the same files with PyYAML's C loader in one process. Goal: under 2 s in all.
+2. Start-up: `orchestra --version` and `orchestra validate ONE_FILE` against `python -c pass`
+   with the same interpreter, interleaved, median of repeated runs. Goals: --version within
+   60 ms of `python -c pass`; validate of one file within 150 ms.
+
+Run: make bench   (or .venv/bin/python benchmarks/bench_validate.py [--tasks N] [--repeat R])
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+ORCHESTRA = str(BIN / "orchestra")
+
+CLUSTER = """\
+apiVersion: orchestra/v1
+kind: Cluster
+metadata: {name: bench}
+spec: {backend: local, storage: storage}
+"""
+
+DATASETS = """\
+apiVersion: orchestra/v1
+kind: Dataset
+metadata: {name: user.bench.data}
+spec: {path: data.json}
+---
+apiVersion: orchestra/v1
+kind: Dataset
+metadata: {name: user.bench.configs}
+spec: {path: configs}
+"""
+
+TASK = """\
+apiVersion: orchestra/v1
+kind: Task
+metadata:
+  name: user.bench.task_{index:04d}
+spec:
+  cluster: bench
+  image: bench/tutorial:1.0
+  data: user.bench.data
+  configs: user.bench.configs
+  output: output
+  exec: "python3 /job_tuning.py -d %DATA -c %IN -o %OUT --seed {index}"
+  testJobs: 10
+  maxRetries: 2
+  resources: {{cpu: 1, memory: 2Gi, gpu: 0}}
+  env: {{RUN: "{index}"}}
+"""
+
+
+def make_repository(root: Path, tasks: int) -> None:
+    (root / "users" / "bench" / "tasks").mkdir(parents=True)
+    (root / "cluster.yaml").write_text(CLUSTER)
+    (root / "users" / "bench" / "datasets.yaml").write_text(DATASETS)
+    for index in range(tasks):
+        path = root / "users" / "bench" / "tasks" / f"task_{index:04d}.yaml"
+        path.write_text(TASK.format(index=index))
+    files = root / "storage" / "bench" / "files"
+    (files / "configs").mkdir(parents=True)
+    (files / "data.json").write_text("{}")
+    (files / "configs" / "c.json").write_text("{}")
+
+
+def timed(argv: list[str], cwd: Path | None = None, ok: tuple[int, ...] = (0,)) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, check=False)
+    elapsed = time.perf_counter() - start
+    if done.returncode not in ok:
+        raise SystemExit(f"{argv} failed ({done.returncode}): {done.stdout!r} {done.stderr!r}")
+    return elapsed
+
+
+def medians(commands: dict[str, list[str]], repeat: int, cwd: Path) -> dict[str, float]:
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(repeat):  # interleaved, so a noisy moment hurts every command alike
+        for name, argv in commands.items():
+            samples[name].append(timed(argv, cwd))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_repository(root, args.tasks)
+        parse_floor = (
+            "import glob, yaml\n"
+            "for f in sorted(glob.glob('users/**/*.yaml', recursive=True)):\n"
+            "    list(yaml.load_all(open(f), Loader=yaml.CSafeLoader))\n"
+        )
+        many = medians(
+            {
+                "validate": [ORCHESTRA, "validate"],
+                "parse_only": [sys.executable, "-c", parse_floor],
+            },
+            max(3, args.repeat // 5),
+            root,
+        )
+        one_file = "single/task.yaml"  # outside the repository: no context to read
+        (root / "single").mkdir()
+        (root / "single" / "task.yaml").write_text(
+            CLUSTER + "---\n" + DATASETS + "---\n" + TASK.format(index=0)
+        )
+        startup = medians(
+            {
+                "python -c pass": [sys.executable, "-c", "pass"],
+                "orchestra --version": [ORCHESTRA, "--version"],
+                "orchestra validate ONE_FILE": [ORCHESTRA, "validate", "--offline", one_file],
+            },
+            args.repeat,
+            root,
+        )
+
+    base = startup["python -c pass"]
+    figures = {
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "tasks": args.tasks,
+        "validate_seconds": round(many["validate"], 3),
+        "parse_only_seconds": round(many["parse_only"], 3),
+        "validate_over_parse_only": round(many["validate"] / many["parse_only"], 2),
+        "python_pass_ms": round(base * 1000, 1),
+        "version_minus_pass_ms": round((startup["orchestra --version"] - base) * 1000, 1),
+        "validate_one_minus_pass_ms": round(
+            (startup["orchestra validate ONE_FILE"] - base) * 1000, 1
+        ),
+    }
+    goals = {
+        f"validate {args.tasks} task files under 2 s": figures["validate_seconds"] < 2.0,
+        "--version within 60 ms of python -c pass": figures["version_minus_pass_ms"] < 60,
+        "validate one file within 150 ms of python -c pass": figures["validate_one_minus_pass_ms"]
+        < 150,
+    }
+    print(f"machine: {figures['machine']['cores']} cores, Python {figures['machine']['python']}")
+    print(
+        f"validate {args.tasks} task files: {figures['validate_seconds']:.3f} s "
+        f"(parsing alone: {figures['parse_only_seconds']:.3f} s, "
+        f"ratio {figures['validate_over_parse_only']}x)"
+    )
+    print(f"python -c pass: {figures['python_pass_ms']} ms")
+    print(f"orchestra --version: +{figures['version_minus_pass_ms']} ms over python -c pass")
+    print(f"orchestra validate ONE_FILE: +{figures['validate_one_minus_pass_ms']} ms")
+    for goal, met in goals.items():
+        print(f"goal {'met' if met else 'MISSED'}: {goal}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({**figures, "goals": goals}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
