@@ -45,14 +45,22 @@ test: lint
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
 
+# The tutorial end to end in a scratch repository .demo/ (git-ignored): the specs of
+# examples/tasks/tutorial, the data file and 100 configs generated into its storage.
+DEMO := .demo
 demo: $(STAMP)
-	$(BIN)/orchestra validate $(TUTORIAL)
-	@echo
-	@echo "The tutorial's specs are valid. Running its jobs (plan/apply) arrives with the engine;"
-	@echo "meanwhile, one job by hand:"
-	@mkdir -p .demo
-	$(PY) $(TUTORIAL)/job_tuning.py -d $(TUTORIAL)/storage/alice/files/my_data_file.json \
-	    -c $(TUTORIAL)/storage/alice/files/my_config_files/config_sort_0_init_0.json -o .demo/output
+	rm -rf $(DEMO) && mkdir -p $(DEMO)/storage/alice/files
+	cp -r $(TUTORIAL)/cluster.yaml $(TUTORIAL)/users $(DEMO)/
+	$(PY) $(TUTORIAL)/create_data.py -o $(DEMO)/storage/alice/files/my_data_file.json
+	$(PY) $(TUTORIAL)/create_configs.py -o $(DEMO)/storage/alice/files/my_config_files
+	@export PATH="$(CURDIR)/$(TUTORIAL):$(CURDIR)/$(BIN):$$PATH"; set -ex; cd $(DEMO); \
+	  orchestra validate; \
+	  orchestra plan; \
+	  orchestra apply; \
+	  orchestra status; \
+	  orchestra status user.alice.my_task_tutorial --state done | head -n 12; \
+	  cat storage/alice/user.alice.my_task_tutorial/jobs/config_sort_0_init_0/output | head -n 5; \
+	  orchestra plan --detailed-exitcode
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_validate.py --json benchmarks/out/validate.json

@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from orchestra import __version__
 from orchestra.errors import FatalError
@@ -26,11 +26,15 @@ committed to git (Clusters, Datasets, Tasks), on the local machine, Kubernetes o
 EPILOG = """\
 examples:
   orchestra validate                     check every spec of the repository here
+  orchestra plan                         what apply would change
+  orchestra apply                        run it (locally: to the end)
+  orchestra status                       the tasks and their jobs
   orchestra validate users/alice         check alice's specs (references resolve repo-wide)
   orchestra validate --offline task.yaml check without looking at the storage
   orchestra -C ~/specs validate --format json
 
-exit codes: 0 ok, 1 error or invalid input, 130 interrupted (Ctrl-C).
+exit codes: 0 ok, 1 error or invalid input, 2 changes present (plan --detailed-exitcode),
+3 a task ended broken or finalized (apply, retry), 130 interrupted (Ctrl-C).
 Run 'orchestra COMMAND --help' for a command's options.
 """
 
@@ -50,6 +54,37 @@ examples:
   orchestra validate --format json | jq '.errors[].message'
 
 exit codes: 0 valid, 1 invalid.
+"""
+
+
+PLAN_EPILOG = """\
+examples:
+  orchestra plan                          what would change, task by task
+  orchestra plan --detailed-exitcode      exit 2 if anything would change (CI)
+  orchestra plan -o plan.json             save it; 'orchestra apply plan.json' runs it
+  orchestra plan --format json
+
+A saved plan records digests of the specs and of the observed status: apply refuses it
+when either changed since.
+"""
+
+APPLY_EPILOG = """\
+examples:
+  orchestra apply                         plan and run everything here
+  orchestra apply users/alice             alice's tasks only
+  orchestra apply plan.json               exactly a saved plan (refused when stale)
+
+Idempotent: a job that finished with the same inputs never runs again. Ctrl-C stops the
+running jobs, leaves them pending and exits 130; the next apply resumes.
+exit codes: 0 done, 1 error, 3 a task this run acted on ended broken or finalized.
+"""
+
+STATUS_EPILOG = """\
+examples:
+  orchestra status
+  orchestra status --user alice
+  orchestra status user.alice.my_task_tutorial --state failed
+  orchestra status user.alice.my_task_tutorial --format json
 """
 
 
@@ -93,6 +128,98 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip every check that needs the storage (datasets on disk, storage reachable)",
     )
     _add_format(validate)
+
+    plan = _command(
+        commands,
+        "plan",
+        "show what apply would do",
+        "Compare the specs (desired) with the status sidecars in storage (observed) and show, per "
+        "task, create / update / resume / unchanged / orphan, and per job create / rerun.",
+        PLAN_EPILOG,
+    )
+    plan.add_argument("paths", nargs="*", metavar="PATH", help="spec files or directories")
+    plan.add_argument("-o", "--out", metavar="PLAN", help="save the plan (JSON) for 'apply PLAN'")
+    plan.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 2 when there are changes, 0 when none (1 stays an error)",
+    )
+    plan.add_argument(
+        "--detail", action="store_true", help="list every job change and unchanged task"
+    )
+    _add_format(plan)
+
+    apply = _command(
+        commands,
+        "apply",
+        "carry the plan out",
+        "Plan, then launch: test jobs first, then the rest; retries, parallelism and status as "
+        "the specs say. On the local backend apply returns when every task it touched is "
+        "finished; on Kubernetes and Slurm it submits and returns unless --wait.",
+        APPLY_EPILOG,
+    )
+    apply.add_argument(
+        "paths", nargs="*", metavar="PATH", help="spec files or directories, or a saved PLAN"
+    )
+    apply.add_argument(
+        "--wait", action="store_true", help="follow the jobs to the end (remote backends)"
+    )
+    apply.add_argument(
+        "--prune", action="store_true", help="stop orphaned tasks (no spec): running jobs cancelled"
+    )
+    _add_format(apply)
+
+    status = _command(
+        commands,
+        "status",
+        "show tasks, or one task's jobs",
+        "Without TASK: a table of every task in the storage of the Clusters defined here. "
+        "With TASK: its jobs.",
+        STATUS_EPILOG,
+    )
+    status.add_argument("task", nargs="?", metavar="TASK", help="a task name")
+    status.add_argument("--user", metavar="USER", help="only this user's tasks")
+    status.add_argument(
+        "--state",
+        choices=("pending", "submitted", "running", "done", "failed"),
+        help="with TASK: only jobs in this state",
+    )
+    _add_format(status)
+
+    retry = _command(
+        commands,
+        "retry",
+        "run a task's failed jobs again",
+        "Reset the failed jobs of TASK (a fresh retry budget each) and run them; on a broken "
+        "task the failed test jobs run first. Exit 3 when the task ends broken or finalized.",
+        None,
+    )
+    retry.add_argument("task", metavar="TASK")
+
+    delete = _command(
+        commands,
+        "delete",
+        "stop a task (and with --purge remove its directory)",
+        "Cancel the running jobs of TASK and mark it killed; apply leaves a killed task alone "
+        "while its spec is unchanged. --purge also removes its directory (outputs included), "
+        "so the next apply launches it afresh.",
+        None,
+    )
+    delete.add_argument("task", metavar="TASK")
+    delete.add_argument("--purge", action="store_true", help="also remove the task directory")
+    return parser
+
+
+def _command(
+    commands: Any, name: str, help_text: str, description: str, epilog: str | None
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=help_text,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     return parser
 
 

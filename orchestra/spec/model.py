@@ -83,6 +83,8 @@ class SpecSet:
     clusters: dict[str, ClusterSpec] = field(default_factory=dict)
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
+    #: Tasks defined in the files asked for (the others were read as context only)
+    requested_tasks: set[str] = field(default_factory=set)
 
 
 def owner_of(name: str) -> str:

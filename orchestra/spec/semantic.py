@@ -98,6 +98,8 @@ def _check_one(item: Placed, specs: SpecSet) -> list[Diagnostic]:
         problems += _check_dataset_path(dataset)
         return problems + _register(specs.datasets, dataset, name, doc)
     task = task_from(doc)
+    if file.requested and name not in specs.tasks:
+        specs.requested_tasks.add(name)
     return problems + _register(specs.tasks, task, name, doc)
 
 

@@ -1,0 +1,60 @@
+"""What every backend offers the engine, in plain dataclasses."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+EXIT_MARKER = ".orchestra-exit"
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One attempt of one job. ``run_id`` is unique per attempt and travels with the job (as
+    ``ORCHESTRA_RUN_ID``) so a later orchestra process can recognise it."""
+
+    task: str
+    job: str
+    attempt: int
+    run_id: str
+    command: str
+    job_dir: Path
+    image: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    run: JobRun
+    kind: Literal["started", "finished", "lost"]
+    time: str
+    exit_code: int | None = None
+    pid: int | None = None
+    node: str | None = None
+    reason: str | None = None
+
+
+class Backend(Protocol):
+    """Submit, poll, cancel; and recover jobs submitted by an orchestra process that died."""
+
+    def capacity(self) -> int | None:
+        """How many more jobs it takes now (None: no limit of the backend's own)."""
+
+    def submit(self, run: JobRun) -> None:
+        """Start one attempt. Its progress arrives later through :meth:`poll`."""
+
+    def poll(self, timeout: float) -> list[JobEvent]:
+        """Events since the last call, waiting up to ``timeout`` seconds for the first."""
+
+    def cancel(self, run_ids: Collection[str]) -> None:
+        """Stop these attempts; each then reports ``finished`` through :meth:`poll`."""
+
+    def recover(self, runs: Sequence[JobRun]) -> list[JobEvent]:
+        """For attempts a previous process submitted: ``finished`` (outcome known),
+        ``started`` (still running: now watched, its end comes through :meth:`poll`) or
+        ``lost`` (neither: re-queue it)."""
+
+    def close(self) -> list[JobRun]:
+        """Stop every attempt still running (Ctrl-C); return them."""

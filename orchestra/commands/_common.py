@@ -1,0 +1,110 @@
+"""What several commands share: loading valid specs, planning, finding tasks in storage."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestra.errors import FatalError
+from orchestra.plan.desired import DesiredTask, expand
+from orchestra.plan.observe import Orphan, find_orphans, find_task_dirs, observe
+from orchestra.plan.planner import Plan, make_plan
+from orchestra.spec.checker import validate_paths
+from orchestra.spec.model import ClusterSpec, SpecSet
+from orchestra.status.model import TaskRecord
+from orchestra.status.store import TaskStore
+
+EXIT_TASK_FAILED = 3
+
+
+def load_specs(paths: Sequence[str], directory: str) -> SpecSet:
+    """The valid specs under ``paths``; invalid specs stop the command before it changes
+    anything, with every error printed as ``orchestra validate`` would."""
+    result = validate_paths(paths, Path(directory))
+    if not result.valid:
+        for diagnostic in result.diagnostics:
+            print(diagnostic.format(), file=sys.stderr)
+        count = len(result.diagnostics)
+        errors = f"{count} error{'s' if count != 1 else ''}"
+        raise FatalError(
+            f"the specs are invalid ({errors}): nothing was changed",
+            hint="run 'orchestra validate' for the details",
+        )
+    if not result.specs.requested_tasks and not result.files:
+        where = ", ".join(paths) if paths else directory
+        raise FatalError(f"no spec files found under {where}")
+    return result.specs
+
+
+@dataclass
+class Planned:
+    specs: SpecSet
+    desired: list[DesiredTask]
+    observed: dict[str, TaskRecord | None]
+    orphans: list[Orphan]
+    plan: Plan
+
+
+def make_full_plan(specs: SpecSet) -> Planned:
+    desired = expand(specs, sorted(specs.requested_tasks))
+    observed = observe(desired)
+    orphans = find_orphans(specs)
+    return Planned(specs, desired, observed, orphans, make_plan(desired, observed, orphans))
+
+
+def acting_user() -> str:
+    """Who runs this command: ``$ORCHESTRA_USER``, else the login name."""
+    return os.environ.get("ORCHESTRA_USER") or getpass.getuser()
+
+
+@dataclass
+class FoundTask:
+    name: str
+    task_dir: Path
+    cluster: ClusterSpec
+    record: TaskRecord | None
+
+
+def find_task(specs: SpecSet, name: str) -> FoundTask:
+    """A task by name: from its spec when it has one, else from the storages (an orphan)."""
+    spec = specs.tasks.get(name)
+    if spec is not None:
+        cluster = specs.clusters[spec.cluster]
+        task_dir = cluster.storage / spec.owner / spec.name
+        return FoundTask(name, task_dir, cluster, TaskStore(task_dir).load())
+    for cluster in specs.clusters.values():
+        owner = name.split(".")[1] if name.count(".") >= 2 else ""
+        task_dir = cluster.storage / owner / name
+        record = TaskStore(task_dir).load() if owner else None
+        if record is not None:
+            return FoundTask(name, task_dir, specs.clusters.get(record.cluster, cluster), record)
+    known = sorted(specs.tasks)
+    raise FatalError(
+        f"no task named {name!r} (neither a spec nor a status in the storage)",
+        hint=f"known tasks: {', '.join(known[:10])}" if known else None,
+    )
+
+
+def check_owner(name: str, action: str) -> None:
+    owner = name.split(".")[1] if name.count(".") >= 2 else ""
+    user = acting_user()
+    if owner != user:
+        raise FatalError(
+            f"{name} belongs to {owner!r}; {user!r} may not {action} it",
+            hint="set ORCHESTRA_USER if you act for that user on purpose",
+        )
+
+
+def all_records(specs: SpecSet) -> list[tuple[Path, TaskRecord]]:
+    """Every task with a sidecar in the storages of the Clusters defined."""
+    found = []
+    for storage in sorted({c.storage for c in specs.clusters.values()}):
+        for task_dir in find_task_dirs(storage):
+            record = TaskStore(task_dir).load()
+            if record is not None:
+                found.append((task_dir, record))
+    return found

@@ -1,0 +1,112 @@
+"""``orchestra apply``: carry the plan out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from orchestra.commands._common import EXIT_TASK_FAILED, load_specs, make_full_plan
+from orchestra.commands._progress import make_progress
+from orchestra.commands.plan import print_plan
+from orchestra.engine.runner import Engine, TaskRun
+from orchestra.engine.stop import kill_task
+from orchestra.errors import FatalError
+
+FAILED_PHASES = ("broken", "finalized")
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def read_saved_plan(path: Path) -> dict[str, Any] | None:
+    """The saved plan at ``path``, or None when ``path`` is not one."""
+    if path.suffix != ".json" or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FatalError(f"{path}: not a readable plan file ({exc})") from exc
+    if not isinstance(data, dict) or "desired_digest" not in data:
+        raise FatalError(f"{path}: not a plan saved by 'orchestra plan -o'")
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    paths, directory = list(args.paths), args.directory
+    saved = read_saved_plan(Path(directory) / paths[0]) if len(paths) == 1 else None
+    if saved is not None:
+        paths, directory = saved.get("paths", []), saved.get("directory", directory)
+    specs = load_specs(paths, directory)
+    planned = make_full_plan(specs)
+    plan = planned.plan
+    if saved is not None:
+        if saved["desired_digest"] != plan.desired_digest:
+            raise FatalError(
+                "the saved plan is stale: the specs or their data changed since it was made",
+                hint="run 'orchestra plan -o PLAN' again and review it",
+            )
+        if saved["observed_digest"] != plan.observed_digest:
+            raise FatalError(
+                "the saved plan is stale: the tasks' status in storage changed since it was made",
+                hint="run 'orchestra plan -o PLAN' again and review it",
+            )
+    text = args.format != "json"
+    if text:
+        print_plan(plan, sys.stdout)
+    work_names = {t.name for t in plan.tasks if t.action in ("create", "update", "resume")}
+    work = [task for task in planned.desired if task.name in work_names]
+    pruned = []
+    if args.prune:
+        for orphan in planned.orphans:
+            cluster = specs.clusters.get(orphan.record.cluster)
+            if cluster is not None and orphan.record.phase != "killed":
+                kill_task(orphan.task_dir, cluster, reason="pruned: no spec defines it")
+                pruned.append(orphan.record.name)
+    if not work:
+        if text:
+            print("Nothing to apply." + (f" Pruned {len(pruned)} orphan(s)." if pruned else ""))
+        else:
+            _print_json([], pruned)
+        return 0
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        engine = Engine(make_progress(sys.stderr))
+        engine.prepare(work)
+        local = all(t.cluster.backend == "local" for t in work)
+        engine.run(wait=args.wait or local)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if text:
+        print_outcome(engine.runs)
+    else:
+        _print_json(engine.runs, pruned)
+    return EXIT_TASK_FAILED if any(r.phase in FAILED_PHASES for r in engine.runs) else 0
+
+
+def print_outcome(runs: list[TaskRun]) -> None:
+    from orchestra.commands._progress import describe
+
+    print()
+    for run in runs:
+        note = f" ({run.record.message})" if run.record.message else ""
+        print(f"{run.name}: {run.phase}{note}, {describe(run)}")
+    failed = [r.name for r in runs if r.phase in FAILED_PHASES]
+    if failed:
+        print(
+            f"\n'orchestra status {failed[0]} --state failed' lists the failed jobs and their logs."
+        )
+
+
+def _print_json(runs: list[TaskRun], pruned: list[str]) -> None:
+    tasks = [
+        {"name": r.name, "phase": r.phase, "message": r.record.message, "counts": r.record.counts()}
+        for r in runs
+    ]
+    json.dump({"tasks": tasks, "pruned": pruned}, sys.stdout, indent=2)
+    sys.stdout.write("\n")

@@ -1,0 +1,128 @@
+"""``orchestra plan``: what apply would do, Terraform style."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from orchestra.commands._common import Planned, load_specs, make_full_plan
+from orchestra.errors import FatalError
+from orchestra.fsutil import atomic_write, now_iso
+from orchestra.plan.planner import Plan, TaskPlan
+
+EXIT_CHANGES = 2
+SYMBOLS = {"create": "+", "update": "~", "resume": ">", "unchanged": " ", "orphan": "!"}
+MAX_JOB_LINES = 10
+
+
+def run(args: argparse.Namespace) -> int:
+    specs = load_specs(args.paths, args.directory)
+    planned = make_full_plan(specs)
+    if args.out:
+        save_plan(planned, args)
+    if args.format == "json":
+        json.dump(plan_json(planned.plan), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_plan(planned.plan, sys.stdout, detail=args.detail)
+        if args.out:
+            print(f"\nSaved the plan to {args.out}; 'orchestra apply {args.out}' carries it out.")
+    if args.detailed_exitcode and planned.plan.has_changes:
+        return EXIT_CHANGES
+    return 0
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    data = plan.to_json()
+    data["summary"] = summary(plan)
+    data["hasChanges"] = plan.has_changes
+    return data
+
+
+def save_plan(planned: Planned, args: argparse.Namespace) -> None:
+    data = plan_json(planned.plan)
+    data["created"] = now_iso()
+    data["paths"] = list(args.paths)
+    data["directory"] = args.directory
+    path = Path(args.directory) / args.out
+    try:
+        atomic_write(path, json.dumps(data, indent=2) + "\n")
+    except OSError as exc:
+        raise FatalError(f"cannot write the plan to {args.out}: {exc.strerror}") from exc
+
+
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else (plural or word + 's')}"
+
+
+def summary(plan: Plan) -> str:
+    parts = []
+    create = plan.by_action("create")
+    if create:
+        jobs = sum(t.to_create for t in create)
+        parts.append(f"{_plural(len(create), 'task')} to create ({_plural(jobs, 'job')})")
+    update = plan.by_action("update")
+    if update:
+        what = []
+        new = sum(t.to_create for t in update)
+        rerun = sum(t.to_rerun for t in update)
+        if new:
+            what.append(f"{_plural(new, 'new job')}")
+        if rerun:
+            what.append(f"{_plural(rerun, 'job')} to rerun")
+        detail = f" ({', '.join(what)})" if what else ""
+        parts.append(f"{len(update)} to update{detail}")
+    resume = plan.by_action("resume")
+    if resume:
+        pending = sum(t.pending for t in resume)
+        parts.append(f"{len(resume)} to resume ({_plural(pending, 'job')} to finish)")
+    unchanged = plan.by_action("unchanged")
+    if unchanged:
+        parts.append(f"{len(unchanged)} unchanged")
+    orphans = plan.by_action("orphan")
+    if orphans:
+        parts.append(_plural(len(orphans), "orphan"))
+    if not parts:
+        return "no tasks"
+    return ", ".join(parts)
+
+
+def _task_line(task: TaskPlan) -> str:
+    if task.action == "create":
+        tests = f", the first {task.test_jobs} as tests" if task.test_jobs else ", no test jobs"
+        what = f"{_plural(task.jobs_total, 'job')}{tests}, on {task.cluster}"
+    elif task.action == "update":
+        bits = []
+        if task.to_create:
+            bits.append(f"{task.to_create} new")
+        if task.to_rerun:
+            bits.append(f"{task.to_rerun} to rerun")
+        if task.orphaned:
+            bits.append(f"{task.orphaned} orphaned")
+        what = (", ".join(bits) or "no job to run") + f" ({task.reason})"
+    elif task.action == "resume":
+        what = f"{_plural(task.pending, 'job')} to finish ({task.phase})"
+    elif task.action == "orphan":
+        what = f"{task.phase}, {task.pending} unfinished: {task.reason}"
+    else:
+        what = task.reason
+    return f"  {SYMBOLS[task.action]} {task.name}  {task.action}: {what}"
+
+
+def print_plan(plan: Plan, out: TextIO, *, detail: bool = False) -> None:
+    shown = [t for t in plan.tasks if t.action != "unchanged" or detail]
+    if not plan.has_work and not plan.by_action("orphan"):
+        out.write(f"No changes: the tasks match their specs ({summary(plan)}).\n")
+        return
+    for task in shown:
+        out.write(_task_line(task) + "\n")
+        limit = len(task.changes) if detail else MAX_JOB_LINES
+        for change in task.changes[:limit]:
+            symbol = {"create": "+", "rerun": "~", "orphan": "!"}[change.action]
+            out.write(f"      {symbol} {change.name}  {change.action}: {change.reason}\n")
+        if len(task.changes) > limit:
+            out.write(f"      ... and {len(task.changes) - limit} more (--detail lists them)\n")
+    out.write(f"\nPlan: {summary(plan)}.\n")

@@ -1,0 +1,155 @@
+"""``orchestra status [TASK]``: the table of tasks, or one task's jobs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from orchestra.commands._common import all_records, find_task
+from orchestra.errors import FatalError
+from orchestra.fsutil import parse_iso
+from orchestra.spec.checker import validate_paths
+from orchestra.spec.model import SpecSet
+from orchestra.status.model import JOB_STATES, TaskRecord
+
+
+def _specs(args: argparse.Namespace) -> SpecSet:
+    # Status reads what it can: it needs only the Clusters, so invalid Tasks do not stop it.
+    from pathlib import Path
+
+    specs = validate_paths([], Path(args.directory), offline=True).specs
+    if not specs.clusters:
+        raise FatalError(
+            f"no Cluster documents under {args.directory}: status finds the storage through them",
+            hint="run it in the spec repository, or with -C DIR",
+        )
+    return specs
+
+
+def run(args: argparse.Namespace) -> int:
+    specs = _specs(args)
+    if args.task:
+        return _one_task(specs, args)
+    records = [record for _dir, record in all_records(specs)]
+    if args.user:
+        records = [
+            r for r in records if r.owner == args.user or r.name.startswith(f"user.{args.user}.")
+        ]
+    if args.format == "json":
+        json.dump([_task_json(r) for r in records], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    if not records:
+        print("No tasks yet." + (f" (user {args.user})" if args.user else ""))
+        return 0
+    rows = [("TASK", "PHASE", "DONE", "RUNNING", "FAILED", "PENDING", "STARTED", "DURATION")]
+    for record in records:
+        counts = record.counts()
+        rows.append(
+            (
+                record.name,
+                record.phase,
+                str(counts["done"]),
+                str(counts["running"] + counts["submitted"]),
+                str(counts["failed"]),
+                str(counts["pending"]),
+                _age(record.started or record.created),
+                _duration(record.started, record.finished),
+            )
+        )
+    _table(rows)
+    return 0
+
+
+def _one_task(specs: SpecSet, args: argparse.Namespace) -> int:
+    found = find_task(specs, args.task)
+    record = found.record
+    if record is None:
+        raise FatalError(f"{args.task} has not been applied yet: no status in {found.task_dir}")
+    jobs = [j for j in record.jobs.values() if not j.orphan]
+    if args.state:
+        jobs = [j for j in jobs if j.state == args.state]
+    if args.format == "json":
+        data = _task_json(record)
+        data["directory"] = str(found.task_dir)
+        data["jobs"] = {
+            j.name: {**j.to_json(), "log": str(found.task_dir / "jobs" / j.name / "log")}
+            for j in jobs
+        }
+        json.dump(data, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    counts = record.counts()
+    print(f"Task:      {record.name}")
+    print(f"Phase:     {record.phase}" + (f" ({record.message})" if record.message else ""))
+    print(f"Cluster:   {record.cluster} ({record.backend}), image {record.image}")
+    print(f"Directory: {found.task_dir}")
+    print("Jobs:      " + ", ".join(f"{counts[s]} {s}" for s in JOB_STATES))
+    if record.commit:
+        print(f"Commit:    {record.commit}")
+    print()
+    rows = [("JOB", "STATE", "ATTEMPTS", "EXIT", "STARTED", "DURATION", "NOTE")]
+    for job in jobs:
+        note = job.warning or job.reason or ""
+        rows.append(
+            (
+                job.name + (" (test)" if job.test else ""),
+                job.state,
+                str(job.attempts),
+                "" if job.exit_code is None else str(job.exit_code),
+                _age(job.started),
+                _duration(job.started, job.finished),
+                note,
+            )
+        )
+    _table(rows)
+    if args.state == "failed" and jobs:
+        print(f"\nLogs: {found.task_dir}/jobs/<job>/log")
+    return 0
+
+
+def _task_json(record: TaskRecord) -> dict[str, Any]:
+    return {**record.header_json(), "counts": record.counts()}
+
+
+def _table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def _age(stamp: str | None) -> str:
+    if not stamp:
+        return "-"
+    try:
+        seconds = time.time() - parse_iso(stamp)
+    except ValueError:
+        return stamp
+    return _human(seconds) + " ago"
+
+
+def _duration(start: str | None, end: str | None) -> str:
+    if not start:
+        return "-"
+    try:
+        finish = parse_iso(end) if end else time.time()
+        return _human(finish - parse_iso(start))
+    except ValueError:
+        return "-"
+
+
+def _human(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+    return f"{int(seconds // 86400)}d{int(seconds % 86400 // 3600):02d}h"

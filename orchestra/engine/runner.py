@@ -1,0 +1,493 @@
+"""Drive tasks to a terminal phase (design.md, "Task and job lifecycle").
+
+registered -> testing (the first ``testJobs`` jobs) -> running (the rest) -> done | finalized;
+a test job failing for good makes the task ``broken`` once the test jobs still running have
+finished; ``killed`` when ``orchestra delete`` asks. Every change is an event in the task's
+``events.jsonl`` before (submissions) or after (outcomes) it happens, so a process killed at
+any instant is followed by one that recovers: it asks the backend about every job the log
+says was submitted, adopts those still running, reads the outcome of those that finished and
+re-queues the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestra.backends import create_backend
+from orchestra.backends.base import Backend, JobEvent, JobRun
+from orchestra.engine.lock import TaskLock
+from orchestra.fsutil import now_iso
+from orchestra.plan.desired import DesiredTask
+from orchestra.status.model import ACTIVE_JOB_STATES, TERMINAL_PHASES, JobRecord, TaskRecord
+from orchestra.status.store import TaskStore
+
+KILL_REQUEST = ".orchestra-kill"
+_CHECK_KILL_EVERY = 0.5
+
+
+@dataclass
+class TaskRun:
+    """One task while the engine drives it."""
+
+    desired: DesiredTask
+    store: TaskStore
+    lock: TaskLock
+    record: TaskRecord
+    backend: Backend
+    commit: str | None = None
+    active: dict[str, JobRun] = field(default_factory=dict)  # run id -> attempt
+    counts: Counter[tuple[bool, str]] = field(default_factory=Counter)  # (test, state) -> n
+    queue_tests: deque[str] = field(default_factory=deque)
+    queue_rest: deque[str] = field(default_factory=deque)
+    commands: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def phase(self) -> str:
+        return self.record.phase
+
+    def count(self, state: str, test: bool | None = None) -> int:
+        if test is None:
+            return self.counts[(True, state)] + self.counts[(False, state)]
+        return self.counts[(test, state)]
+
+    # every job change goes through here: log, apply, keep counters and queues right
+    def job_event(self, name: str, fields: dict[str, Any]) -> None:
+        job = self.record.jobs.get(name)
+        before = (job.test, job.state, job.orphan) if job is not None else None
+        self.store.append({"ev": "job", "job": name, **fields})
+        job = self.record.jobs[name]
+        self._recount(before, job)
+
+    def define_jobs(self, items: list[dict[str, Any]]) -> None:
+        if not items:
+            return
+        befores = {}
+        for item in items:
+            job = self.record.jobs.get(item["name"])
+            befores[item["name"]] = (job.test, job.state, job.orphan) if job is not None else None
+        self.store.append({"ev": "jobs", "set": items})
+        for name, before in befores.items():
+            self._recount(before, self.record.jobs[name])
+
+    def _recount(self, before: tuple[bool, str, bool] | None, job: JobRecord) -> None:
+        if before is not None and not before[2]:
+            self.counts[(before[0], before[1])] -= 1
+        if not job.orphan:
+            self.counts[(job.test, job.state)] += 1
+            if job.state == "pending" and (before is None or before[1] != "pending" or before[2]):
+                (self.queue_tests if job.test else self.queue_rest).append(job.name)
+
+    def rebuild_counters(self) -> None:
+        self.counts.clear()
+        self.queue_tests.clear()
+        self.queue_rest.clear()
+        for job in self.record.jobs.values():
+            self._recount(None, job)
+
+    def set_phase(self, phase: str, **fields: Any) -> None:
+        if phase != self.record.phase:
+            if phase in TERMINAL_PHASES:
+                fields.setdefault("finished", now_iso())
+            elif self.record.started is None or self.record.phase in TERMINAL_PHASES:
+                fields.setdefault("started", now_iso())
+                fields.setdefault("finished", None)
+            self.store.append({"ev": "task", "phase": phase, **fields})
+
+
+Progress = Callable[[list[TaskRun], bool], None]
+
+
+class Engine:
+    """Carries out the work on a set of tasks; ``run()`` returns when every one is terminal
+    (local backend) or, with ``wait=False``, once every job is submitted."""
+
+    def __init__(self, progress: Progress | None = None) -> None:
+        self.progress = progress
+        self.backends: dict[str, Backend] = {}
+        self.runs: list[TaskRun] = []
+
+    # preparation ---------------------------------------------------------------------------
+    def prepare(
+        self,
+        desired: Iterable[DesiredTask],
+        *,
+        retry: Iterable[str] = (),
+        commit: str | None = None,
+    ) -> None:
+        """Lock each task, load its sidecar, recover what a previous process left running,
+        and bring its jobs in line with the specs. Nothing is launched yet."""
+        retry = set(retry)
+        try:
+            for task in desired:
+                self._prepare_task(task, task.name in retry, commit)
+        except BaseException:
+            self.release()
+            raise
+
+    def _backend(self, task: DesiredTask) -> Backend:
+        backend = self.backends.get(task.cluster.name)
+        if backend is None:
+            backend = self.backends[task.cluster.name] = create_backend(task.cluster)
+        return backend
+
+    def _prepare_task(self, task: DesiredTask, retry: bool, commit: str | None) -> None:
+        lock = TaskLock(task.task_dir)
+        lock.acquire(task.name)
+        store = TaskStore(task.task_dir)
+        try:
+            record = store.load()
+            fresh = record is None
+            record = record or TaskRecord(task.name)
+            store.open(record)
+        except BaseException:
+            lock.release()
+            raise
+        run = TaskRun(task, store, lock, record, self._backend(task), commit)
+        run.commands = {job.name: job.command for job in task.jobs}
+        self.runs.append(run)
+        run.rebuild_counters()
+        if fresh:
+            store.append(
+                {
+                    "ev": "task",
+                    "phase": "registered",
+                    "owner": task.spec.owner,
+                    "cluster": task.cluster.name,
+                    "backend": task.cluster.backend,
+                    "image": task.spec.image,
+                    "specDigest": task.spec_digest,
+                    "commit": commit,
+                    "created": now_iso(),
+                }
+            )
+        self._recover(run)
+        self._sync(run, retry)
+
+    def _recover(self, run: TaskRun) -> None:
+        stale = [job for job in run.record.jobs.values() if job.state in ACTIVE_JOB_STATES]
+        runs = [self._attempt(run, job, job.attempts, job.run_id or "") for job in stale]
+        for event in run.backend.recover(runs):
+            run.active[event.run.run_id] = event.run
+            self._handle(run, event)
+
+    def _sync(self, run: TaskRun, retry: bool) -> None:
+        task, record = run.desired, run.record
+        relaunch = record.phase == "killed" and record.spec_digest != task.spec_digest
+        changes: list[dict[str, Any]] = []
+        cancel: list[str] = []
+        reset = {
+            "state": "pending",
+            "attempts": 0,
+            "exitCode": None,
+            "reason": None,
+            "warning": None,
+        }
+        wanted = set()
+        for job in task.jobs:
+            wanted.add(job.name)
+            seen = record.jobs.get(job.name)
+            item: dict[str, Any] = {"name": job.name, "config": job.config, "test": job.test}
+            if seen is None:
+                changes.append({**item, "digest": job.digest, **reset})
+                continue
+            rerun = seen.digest != job.digest or (
+                seen.state != "done" and (relaunch or seen.orphan)
+            )
+            rerun = rerun or (retry and seen.state == "failed")
+            if rerun:
+                if seen.state in ACTIVE_JOB_STATES and seen.run_id:
+                    cancel.append(seen.run_id)
+                changes.append({**item, "digest": job.digest, "orphan": False, **reset})
+            elif seen.orphan or seen.test != job.test or seen.config != job.config:
+                changes.append({**item, "orphan": False})
+        for name, seen in record.jobs.items():
+            if name not in wanted and not seen.orphan:
+                changes.append({"name": name, "orphan": True})
+                if seen.state in ACTIVE_JOB_STATES and seen.run_id:
+                    cancel.append(seen.run_id)
+        if cancel:
+            run.backend.cancel(cancel)
+            for run_id in cancel:
+                run.active.pop(run_id, None)
+        run.define_jobs(changes)
+        header = {}
+        if record.spec_digest != task.spec_digest:
+            header["specDigest"] = task.spec_digest
+        if record.image != task.spec.image:
+            header["image"] = task.spec.image
+        if run.commit and record.commit != run.commit:
+            header["commit"] = run.commit
+        if header:
+            run.store.append({"ev": "task", **header})
+        if record.phase in TERMINAL_PHASES and (
+            relaunch or (record.phase != "killed" and (run.count("pending") or run.active))
+        ):
+            run.set_phase("registered")
+
+    # the loop ------------------------------------------------------------------------------
+    def run(self, *, wait: bool = True) -> dict[str, str]:
+        """Drive every prepared task; return each task's final phase."""
+        by_name = {r.name: r for r in self.runs}
+        live = list(self.runs)
+        touched: set[str] = set(by_name)  # tasks whose phase may move
+        unsaved: set[str] = set(by_name)  # tasks with changes not yet in status.yaml
+        last_kill_check = 0.0
+        try:
+            while True:
+                for name in touched:
+                    self._advance(by_name[name])
+                touched.clear()
+                if os.times().elapsed - last_kill_check >= _CHECK_KILL_EVERY:
+                    last_kill_check = os.times().elapsed
+                    for task_run in live:
+                        self._check_kill(task_run)
+                if any(r.phase in TERMINAL_PHASES for r in live):
+                    live = [r for r in live if r.phase not in TERMINAL_PHASES]
+                if not live:
+                    break
+                if not wait and all(not r.queue_tests and not r.queue_rest for r in live):
+                    break
+                submitted = self._schedule(live)
+                for backend in self.backends.values():
+                    timeout = 0.0 if submitted else 0.5 / max(1, len(self.backends))
+                    for event in backend.poll(timeout):
+                        owner = by_name.get(event.run.task)
+                        if owner is not None:
+                            self._handle(owner, event)
+                            touched.add(owner.name)
+                unsaved |= touched
+                for name in list(unsaved):
+                    store = by_name[name].store
+                    store.maybe_snapshot()
+                    if not store.unsaved:
+                        unsaved.discard(name)
+                if self.progress is not None:
+                    self.progress(self.runs, False)
+        except BaseException:
+            self._interrupt()
+            raise
+        finally:
+            self._finish()
+        return {r.name: r.phase for r in self.runs}
+
+    def _advance(self, run: TaskRun) -> None:
+        phase = run.phase
+        if phase in TERMINAL_PHASES:
+            return
+        tests_open = run.count("pending", True) + run.count("submitted", True)
+        tests_open += run.count("running", True)
+        if phase == "registered":
+            phase = "testing" if tests_open or run.count("failed", True) else "running"
+            run.set_phase(phase)
+        if phase == "testing":
+            if run.count("failed", True):
+                if not run.count("submitted", True) and not run.count("running", True):
+                    failed = run.count("failed", True)
+                    run.set_phase("broken", message=f"{failed} test job(s) failed")
+                return
+            if tests_open:
+                return
+            run.set_phase("running")
+        active = run.count("submitted") + run.count("running")
+        if not run.count("pending") and not active:
+            failed = run.count("failed")
+            if failed:
+                run.set_phase("finalized", message=f"{failed} job(s) failed")
+            else:
+                run.set_phase("done", message=None)
+
+    def _schedule(self, live: list[TaskRun]) -> bool:
+        """Submit pending jobs, round robin over tasks, within the backends' slots and each
+        task's ``parallelism``. True when anything was submitted."""
+        free: dict[int, int | None] = {}
+        for task_run in live:
+            key = id(task_run.backend)
+            if key not in free:
+                free[key] = task_run.backend.capacity()
+        if all(f is not None and f <= 0 for f in free.values()):
+            return False
+        submitted = False
+        progress = True
+        while progress:
+            progress = False
+            for task_run in live:
+                key = id(task_run.backend)
+                room = free[key]
+                if room is not None and room <= 0:
+                    continue
+                cap = task_run.desired.spec.parallelism
+                if cap is not None and len(task_run.active) >= cap:
+                    continue
+                name = self._next_job(task_run)
+                if name is None:
+                    continue
+                self._submit(task_run, name)
+                if room is not None:
+                    free[key] = room - 1
+                submitted = progress = True
+            if all(f is not None and f <= 0 for f in free.values()):
+                break
+        return submitted
+
+    def _next_job(self, run: TaskRun) -> str | None:
+        if run.phase == "testing":
+            if run.count("failed", True):
+                return None  # a test job failed for good: launch nothing more
+            queue = run.queue_tests
+        elif run.phase == "running":
+            queue = run.queue_tests if run.queue_tests else run.queue_rest
+        else:
+            return None
+        while queue:
+            name = queue.popleft()
+            job = run.record.jobs.get(name)
+            if job is not None and job.state == "pending" and not job.orphan:
+                return name
+        return None
+
+    def _attempt(self, run: TaskRun, job: JobRecord, attempt: int, run_id: str) -> JobRun:
+        spec = run.desired.spec
+        return JobRun(
+            task=run.name,
+            job=job.name,
+            attempt=attempt,
+            run_id=run_id,
+            command=run.commands.get(job.name, ""),
+            job_dir=run.desired.job_dir(job.name),
+            image=spec.image,
+            env=dict(spec.env),
+        )
+
+    def _submit(self, run: TaskRun, name: str) -> None:
+        job = run.record.jobs[name]
+        attempt = job.attempts + 1
+        run_id = uuid.uuid4().hex
+        run.job_event(
+            name,
+            {
+                "state": "submitted",
+                "attempts": attempt,
+                "run": run_id,
+                "digest": job.digest,
+                "exitCode": None,
+                "reason": None,
+                "warning": None,
+                "pid": None,
+                "node": None,
+                "started": None,
+                "finished": None,
+            },
+        )
+        attempt_run = self._attempt(run, job, attempt, run_id)
+        run.active[run_id] = attempt_run
+        run.backend.submit(attempt_run)
+
+    def _handle(self, run: TaskRun, event: JobEvent) -> None:
+        name = event.run.job
+        job = run.record.jobs.get(name)
+        if job is None or job.run_id != event.run.run_id:
+            run.active.pop(event.run.run_id, None)
+            return  # an attempt that was replaced (cancelled rerun): its news is old
+        if event.kind == "started":
+            run.job_event(
+                name,
+                {"state": "running", "pid": event.pid, "node": event.node, "started": event.time},
+            )
+            return
+        run.active.pop(event.run.run_id, None)
+        if event.kind == "lost" or event.reason in ("cancelled", "interrupted"):
+            # the attempt did not run to an outcome: it does not count against the retries
+            run.job_event(
+                name,
+                {"state": "pending", "attempts": max(0, job.attempts - 1), "reason": event.reason},
+            )
+            return
+        fields: dict[str, Any] = {"exitCode": event.exit_code, "finished": event.time}
+        if event.exit_code == 0:
+            fields["state"] = "done"
+            output = run.desired.job_dir(name) / run.desired.spec.output
+            if not os.path.exists(output):
+                fields["warning"] = f"exited 0 but wrote no {run.desired.spec.output}"
+        elif job.attempts <= run.desired.spec.max_retries:
+            fields["state"] = "pending"  # retried
+            fields["reason"] = event.reason or f"exit code {event.exit_code}; retrying"
+        else:
+            fields["state"] = "failed"
+            fields["reason"] = event.reason or f"exit code {event.exit_code}"
+        run.job_event(name, fields)
+
+    def _check_kill(self, run: TaskRun) -> None:
+        request = run.desired.task_dir / KILL_REQUEST
+        if run.phase in TERMINAL_PHASES or not request.exists():
+            return
+        self.kill(run, reason=_read(request))
+        request.unlink(missing_ok=True)
+
+    def kill(self, run: TaskRun, *, reason: str = "deleted") -> None:
+        """Cancel the task's running jobs and mark it killed."""
+        if run.active:
+            run.backend.cancel(list(run.active))
+        for attempt in list(run.active.values()):
+            run.job_event(
+                attempt.job,
+                {
+                    "state": "pending",
+                    "attempts": max(0, attempt.attempt - 1),
+                    "reason": "cancelled",
+                },
+            )
+        run.active.clear()
+        run.set_phase("killed", message=reason or "deleted")
+
+    # stopping ------------------------------------------------------------------------------
+    def _interrupt(self) -> None:
+        """Ctrl-C (or any error): stop the running jobs and leave them pending."""
+        for backend in self.backends.values():
+            for attempt in backend.close():
+                for task_run in self.runs:
+                    if task_run.active.pop(attempt.run_id, None) is not None:
+                        task_run.job_event(
+                            attempt.job,
+                            {
+                                "state": "pending",
+                                "attempts": max(0, attempt.attempt - 1),
+                                "reason": "interrupted",
+                            },
+                        )
+        self.backends.clear()
+
+    def _finish(self) -> None:
+        for backend in self.backends.values():
+            backend.close()
+        self.backends.clear()
+        if self.progress is not None:
+            self.progress(self.runs, True)
+        self.release()
+
+    def release(self) -> None:
+        errors: list[BaseException] = []
+        for task_run in self.runs:
+            try:
+                task_run.store.close()
+            except OSError as exc:
+                errors.append(exc)
+            task_run.lock.release()
+        if errors:
+            raise errors[0]
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""

@@ -1,0 +1,50 @@
+"""Small file-system helpers every layer may use: atomic writes and timestamps."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+def atomic_write(path: Path, data: str | bytes, *, fsync: bool = True) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old or the new file, never a torn
+    one: write a temporary file beside it, fsync it, rename it over ``path``.
+
+    On failure (disk full, read-only storage) the previous file is left intact and the
+    ``OSError`` propagates."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(payload)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def now_iso() -> str:
+    """The current UTC time as ``2026-11-25T07:00:00.123Z``."""
+    stamp = time.time()
+    return datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + (
+        f"{int(stamp * 1000) % 1000:03d}Z"
+    )
+
+
+def parse_iso(value: str) -> float:
+    """Seconds since the epoch of a time written by :func:`now_iso`."""
+    return (
+        datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+    )

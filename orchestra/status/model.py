@@ -1,0 +1,139 @@
+"""What orchestra knows about a task and its jobs, and how one event changes it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+JOB_STATES = ("pending", "submitted", "running", "done", "failed")
+ACTIVE_JOB_STATES = ("submitted", "running")
+TASK_PHASES = ("registered", "testing", "running", "done", "finalized", "broken", "killed")
+TERMINAL_PHASES = ("done", "finalized", "broken", "killed")
+
+# JSON field name -> JobRecord attribute, for the fields an event may set
+_JOB_FIELDS = {
+    "config": "config",
+    "test": "test",
+    "digest": "digest",
+    "state": "state",
+    "attempts": "attempts",
+    "exitCode": "exit_code",
+    "started": "started",
+    "finished": "finished",
+    "run": "run_id",
+    "pid": "pid",
+    "node": "node",
+    "reason": "reason",
+    "warning": "warning",
+    "orphan": "orphan",
+}
+_TASK_FIELDS = {
+    "phase": "phase",
+    "owner": "owner",
+    "cluster": "cluster",
+    "backend": "backend",
+    "image": "image",
+    "specDigest": "spec_digest",
+    "commit": "commit",
+    "created": "created",
+    "started": "started",
+    "finished": "finished",
+    "message": "message",
+}
+
+
+@dataclass
+class JobRecord:
+    name: str
+    config: str = ""
+    test: bool = False
+    digest: str = ""
+    state: str = "pending"
+    attempts: int = 0
+    exit_code: int | None = None
+    started: str | None = None
+    finished: str | None = None
+    run_id: str | None = None
+    pid: int | None = None
+    node: str | None = None
+    reason: str | None = None
+    warning: str | None = None
+    orphan: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, attr in _JOB_FIELDS.items():
+            value = getattr(self, attr)
+            if value is not None and value is not False and value != "":
+                out[key] = value
+        if "attempts" not in out:
+            out["attempts"] = 0
+        return out
+
+    def update(self, fields: dict[str, Any]) -> None:
+        for key, value in fields.items():
+            attr = _JOB_FIELDS.get(key)
+            if attr is not None:
+                setattr(self, attr, value)
+
+
+@dataclass
+class TaskRecord:
+    name: str
+    phase: str = "registered"
+    owner: str = ""
+    cluster: str = ""
+    backend: str = ""
+    image: str = ""
+    spec_digest: str = ""
+    commit: str | None = None
+    created: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    message: str | None = None
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
+
+    def header_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        for key, attr in _TASK_FIELDS.items():
+            value = getattr(self, attr)
+            if value is not None and value != "":
+                out[key] = value
+        return out
+
+    def counts(self) -> dict[str, int]:
+        tally = Counter(job.state for job in self.jobs.values() if not job.orphan)
+        return {state: tally.get(state, 0) for state in JOB_STATES}
+
+    def apply(self, event: dict[str, Any]) -> list[str]:
+        """Apply one event; return the names of the jobs it changed."""
+        kind = event.get("ev")
+        if kind == "task":
+            for key, value in event.items():
+                attr = _TASK_FIELDS.get(key)
+                if attr is not None:
+                    setattr(self, attr, value)
+            return []
+        if kind == "jobs":
+            changed = []
+            for item in event.get("set", ()):
+                name = item["name"]
+                job = self.jobs.get(name)
+                if job is None:
+                    job = self.jobs[name] = JobRecord(name)
+                job.update(item)
+                changed.append(name)
+            return changed
+        if kind == "job":
+            name = event["job"]
+            job = self.jobs.get(name)
+            if job is None:
+                job = self.jobs[name] = JobRecord(name)
+            job.update(event)
+            return [name]
+        return []
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES

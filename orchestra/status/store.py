@@ -1,0 +1,221 @@
+"""Reading and writing a task's sidecar.
+
+``events.jsonl`` is appended one JSON line per event and is the truth: a process killed at any
+instant loses at most a line it had not finished writing, which replay ignores. ``status.yaml``
+is a snapshot of it, written atomically (temp file, fsync, rename) at most every
+``min_interval`` seconds, at every phase change and when the writer closes. It records how many
+bytes of the log it reflects (``eventsOffset``), so a reader loads the snapshot and replays only
+the tail. Each job is one line of JSON (a YAML flow mapping), cached between snapshots, so a
+snapshot re-serialises only the jobs that changed since the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestra.fsutil import atomic_write, now_iso
+from orchestra.status.model import JobRecord, TaskRecord
+
+STATUS_FILE = "status.yaml"
+EVENTS_FILE = "events.jsonl"
+_HEADER = (
+    "# Status of an orchestra task, rebuilt from events.jsonl beside it. Written atomically:\n"
+    "# any YAML parser reads it; each job is one line.\n"
+)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(", ", ": "))
+
+
+class TaskStore:
+    """The sidecar of one task directory. ``load()`` to read; ``append()`` to change it."""
+
+    def __init__(self, task_dir: Path, *, min_interval: float = 0.25) -> None:
+        self.task_dir = task_dir
+        self.status_path = task_dir / STATUS_FILE
+        self.events_path = task_dir / EVENTS_FILE
+        self.min_interval = min_interval
+        self.record: TaskRecord | None = None
+        self._lines: dict[str, str] = {}  # job name -> its serialised snapshot line
+        self._dirty: set[str] = set()
+        self._stream: Any = None
+        self._offset = 0
+        self._last_snapshot = 0.0
+        self._snapshot_cost = 0.0
+
+    # reading -----------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.events_path.exists() or self.status_path.exists()
+
+    def load(self) -> TaskRecord | None:
+        """The task as its sidecar says: the snapshot plus the events written after it."""
+        record, offset = read_snapshot(self.status_path)
+        try:
+            size = self.events_path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if record is None or offset > size:
+            record, offset = None, 0  # no snapshot, or one newer than its log: trust the log
+        try:
+            with open(self.events_path, "rb") as stream:
+                stream.seek(offset)
+                tail = stream.read()
+        except FileNotFoundError:
+            tail = b""
+        tail = tail[: tail.rfind(b"\n") + 1]  # without the torn line of a killed writer
+        for line in tail.split(b"\n"):
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if record is None:
+                record = TaskRecord(event.get("task", self.task_dir.name))
+            record.apply(event)
+        self.record = record
+        self._offset = offset + len(tail) if record is not None else 0
+        return record
+
+    # writing -----------------------------------------------------------------------------
+    def open(self, record: TaskRecord) -> None:
+        """Start writing. A torn last line left by a killed writer is cut off first."""
+        self.task_dir.mkdir(parents=True, exist_ok=True)
+        self.record = record
+        self._lines = {}
+        self._dirty = set(record.jobs)
+        self._stream = open(self.events_path, "ab")  # noqa: SIM115 (closed in close())
+        size = self._stream.seek(0, os.SEEK_END)
+        if size:
+            with open(self.events_path, "rb") as stream:
+                stream.seek(max(0, size - 1))
+                if stream.read(1) != b"\n":
+                    stream.seek(0)
+                    keep = stream.read().rfind(b"\n") + 1
+                    self._stream.truncate(keep)
+                    size = keep
+        self._offset = size
+
+    def append(self, event: dict[str, Any], *, snapshot: bool = False) -> None:
+        """Log one event, apply it, and snapshot if due (or if ``snapshot``)."""
+        assert self.record is not None and self._stream is not None, "open() first"
+        event.setdefault("ts", now_iso())
+        event.setdefault("task", self.record.name)
+        data = (json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8")
+        self._stream.write(data)
+        self._stream.flush()  # in the kernel now: survives the death of this process
+        self._offset += len(data)
+        self._dirty.update(self.record.apply(event))
+        if snapshot or event.get("ev") == "task":
+            self.snapshot()
+        else:
+            self.maybe_snapshot()
+
+    @property
+    def unsaved(self) -> bool:
+        """Changes not yet in status.yaml."""
+        return bool(self._dirty)
+
+    def maybe_snapshot(self) -> None:
+        """Snapshot when the last one is older than the debounce interval (which grows with the
+        cost of a snapshot, so that writing status never takes more than ~20% of the time)."""
+        if self._dirty and time.monotonic() - self._last_snapshot >= max(
+            self.min_interval, 5 * self._snapshot_cost
+        ):
+            self.snapshot()
+
+    def snapshot(self) -> None:
+        record = self.record
+        if record is None:
+            return
+        started = time.monotonic()
+        lines = self._lines
+        for name in self._dirty:
+            job = record.jobs.get(name)
+            if job is not None:
+                lines[name] = f"  {_dumps(name)}: {_dumps(job.to_json())}\n"
+        self._dirty.clear()
+        header = record.header_json()
+        parts = [_HEADER, "apiVersion: orchestra/v1\n", "kind: TaskStatus\n"]
+        parts += [f"{key}: {_dumps(value)}\n" for key, value in header.items()]
+        parts.append(f"counts: {_dumps(record.counts())}\n")
+        parts.append(f"updated: {_dumps(now_iso())}\n")
+        parts.append(f"eventsOffset: {self._offset}\n")
+        parts.append("jobs:\n" if record.jobs else "jobs: {}\n")
+        parts += [lines[name] for name in record.jobs]
+        if self._stream is not None:
+            os.fsync(self._stream.fileno())  # the snapshot never claims more than the log has
+        atomic_write(self.status_path, "".join(parts))
+        self._last_snapshot = time.monotonic()
+        self._snapshot_cost = self._last_snapshot - started
+
+    def close(self) -> None:
+        if self._stream is None:
+            return
+        try:
+            self.snapshot()
+        finally:
+            self._stream.close()
+            self._stream = None
+
+
+def read_snapshot(path: Path) -> tuple[TaskRecord | None, int]:
+    """Parse ``status.yaml`` quickly (one ``json.loads`` per job line), falling back to a YAML
+    parser for a file edited by hand. Returns (record, eventsOffset) or (None, 0)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None, 0
+    try:
+        return _fast_parse(text)
+    except (ValueError, KeyError, IndexError):
+        pass
+    try:
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
+        return None, 0
+    if not isinstance(data, dict) or "name" not in data:
+        return None, 0
+    return _from_mapping(data), int(data.get("eventsOffset", 0))
+
+
+def _fast_parse(text: str) -> tuple[TaskRecord, int]:
+    header: dict[str, Any] = {}
+    lines = text.split("\n")
+    index = 0
+    for index, line in enumerate(lines):  # noqa: B007 (index used after the loop)
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition(": ")
+        if line.startswith("jobs:"):
+            break
+        if key in ("apiVersion", "kind"):
+            continue
+        header[key] = json.loads(value)
+    record = _from_mapping(header)
+    jobs = record.jobs
+    for line in lines[index + 1 :]:
+        if not line:
+            continue
+        for name, fields in json.loads("{" + line + "}").items():
+            job = JobRecord(name)
+            job.update(fields)
+            jobs[name] = job
+    return record, int(header.get("eventsOffset", 0))
+
+
+def _from_mapping(data: dict[str, Any]) -> TaskRecord:
+    record = TaskRecord(str(data["name"]))
+    record.apply({"ev": "task", **{k: v for k, v in data.items() if k != "jobs"}})
+    for name, fields in (data.get("jobs") or {}).items():
+        job = JobRecord(str(name))
+        job.update(fields)
+        record.jobs[str(name)] = job
+    return record
