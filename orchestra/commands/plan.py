@@ -114,7 +114,7 @@ def _task_line(task: TaskPlan) -> str:
 
 def print_plan(plan: Plan, out: TextIO, *, detail: bool = False) -> None:
     shown = [t for t in plan.tasks if t.action != "unchanged" or detail]
-    if not plan.has_work and not plan.by_action("orphan"):
+    if not plan.has_work and not plan.by_action("orphan") and not detail:
         out.write(f"No changes: the tasks match their specs ({summary(plan)}).\n")
         return
     for task in shown:

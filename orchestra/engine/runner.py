@@ -229,8 +229,9 @@ class Engine:
             header["commit"] = run.commit
         if header:
             run.store.append({"ev": "task", **header})
+        reopened = any(c.get("state") == "pending" for c in changes)
         if record.phase in TERMINAL_PHASES and (
-            relaunch or (record.phase != "killed" and (run.count("pending") or run.active))
+            relaunch or (record.phase != "killed" and reopened)
         ):
             run.set_phase("registered")
 

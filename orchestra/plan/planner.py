@@ -177,8 +177,8 @@ def plan_task(task: DesiredTask, record: TaskRecord | None) -> TaskPlan:
             result.changes.append(JobChange(job.name, "create", "config file is back"))
         elif relaunch and seen.state != "done":
             result.changes.append(JobChange(job.name, "rerun", "task relaunched"))
-        elif seen.state == "pending" or seen.state in ACTIVE_JOB_STATES:
-            result.pending += 1
+        elif not record.terminal and (seen.state == "pending" or seen.state in ACTIVE_JOB_STATES):
+            result.pending += 1  # (a broken task's untested jobs wait for retry, not apply)
     for name, seen in record.jobs.items():
         if name not in wanted and not seen.orphan:
             result.changes.append(JobChange(name, "orphan", "config file removed"))

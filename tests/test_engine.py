@@ -1,0 +1,256 @@
+"""The lifecycle of design.md on the local backend, through the real commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Repo
+
+# each run appends a line to runs: a job that runs twice shows it
+COUNTED = "echo run >> runs; cat %IN > %OUT  # %DATA"
+FAIL_ON_BAD = "echo run >> runs; grep -q ok %IN && cat %IN > %OUT  # %DATA"
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Repo:
+    monkeypatch.setenv("ORCHESTRA_USER", "alice")
+    return Repo(tmp_path)
+
+
+def runs(repo: Repo, task: str, job: str) -> int:
+    path = repo.job_dir(task, job) / "runs"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def phases(repo: Repo, task: str) -> list[str]:
+    return [e["phase"] for e in repo.events(task) if e["ev"] == "task" and "phase" in e]
+
+
+def test_all_jobs_run_once_tests_first_then_the_rest(repo: Repo) -> None:
+    repo.configs({f"c{i:02d}.txt": "ok\n" for i in range(12)})
+    task = repo.task(exec=COUNTED, testJobs=3)
+    assert repo.orchestra("apply") == 0
+    status = repo.status(task)
+    assert status["phase"] == "done"
+    assert status["counts"] == {"pending": 0, "submitted": 0, "running": 0, "done": 12, "failed": 0}
+    assert phases(repo, task) == ["registered", "testing", "running", "done"]
+    jobs = status["jobs"]
+    assert [name for name, job in jobs.items() if job.get("test")] == ["c00", "c01", "c02"]
+    # no non-test job was submitted before every test job was done
+    events = repo.events(task)
+    first_rest = min(i for i, e in enumerate(events) if e.get("job") == "c03")
+    last_test_done = max(
+        i
+        for i, e in enumerate(events)
+        if e.get("job") in ("c00", "c01", "c02") and e.get("state") == "done"
+    )
+    assert last_test_done < first_rest
+    for name in jobs:
+        assert runs(repo, task, name) == 1
+        assert (repo.job_dir(task, name) / "output").read_text() == "ok\n"
+        assert jobs[name]["exitCode"] == 0 and jobs[name]["attempts"] == 1
+
+
+def test_bypass_goes_straight_to_running(repo: Repo) -> None:
+    repo.configs({f"c{i}.txt": "ok\n" for i in range(3)})
+    task = repo.task(bypass=True)
+    assert repo.orchestra("apply") == 0
+    assert phases(repo, task) == ["registered", "running", "done"]
+    assert not any(job.get("test") for job in repo.status(task)["jobs"].values())
+
+
+def test_a_failing_test_job_breaks_the_task_and_launches_nothing_else(repo: Repo) -> None:
+    repo.configs(
+        {"c0.txt": "ok\n", "c1.txt": "bad\n", **{f"c{i}.txt": "ok\n" for i in range(2, 8)}}
+    )
+    task = repo.task(exec=FAIL_ON_BAD, testJobs=2)
+    assert repo.orchestra("apply") == 3
+    status = repo.status(task)
+    assert status["phase"] == "broken"
+    assert status["jobs"]["c1"]["state"] == "failed"
+    assert status["jobs"]["c0"]["state"] == "done"  # a test job running alongside finished
+    for i in range(2, 8):
+        assert status["jobs"][f"c{i}"]["state"] == "pending"
+        assert runs(repo, task, f"c{i}") == 0
+
+
+def test_failure_after_testing_finalizes(repo: Repo) -> None:
+    repo.configs({"c0.txt": "ok\n", "c1.txt": "ok\n", "c2.txt": "bad\n", "c3.txt": "ok\n"})
+    task = repo.task(exec=FAIL_ON_BAD, testJobs=2)
+    assert repo.orchestra("apply") == 3
+    status = repo.status(task)
+    assert status["phase"] == "finalized"
+    assert status["counts"]["done"] == 3 and status["counts"]["failed"] == 1
+    assert status["jobs"]["c2"]["exitCode"] == 1
+
+
+def test_retries_up_to_max_retries(repo: Repo) -> None:
+    # c0 fails once then succeeds; c1 always fails
+    flaky = (
+        "grep -q never %IN && exit 5; "
+        "if [ -f tried ]; then cat %IN > %OUT; else touch tried; exit 4; fi # %DATA"
+    )
+    repo.configs({"c0.txt": "flaky\n", "c1.txt": "never\n"})
+    task = repo.task(exec=flaky, maxRetries=2, bypass=True)
+    assert repo.orchestra("apply") == 3
+    jobs = repo.status(task)["jobs"]
+    assert jobs["c0"]["state"] == "done" and jobs["c0"]["attempts"] == 2
+    assert jobs["c1"]["state"] == "failed" and jobs["c1"]["attempts"] == 3
+    assert jobs["c1"]["exitCode"] == 5
+
+
+def test_apply_twice_launches_nothing_twice(repo: Repo, capsys: pytest.CaptureFixture[str]) -> None:
+    repo.configs({f"c{i}.txt": "ok\n" for i in range(4)})
+    task = repo.task(exec=COUNTED)
+    assert repo.orchestra("apply") == 0
+    capsys.readouterr()
+    assert repo.orchestra("plan", "--detailed-exitcode") == 0
+    assert "No changes" in capsys.readouterr().out
+    assert repo.orchestra("apply") == 0
+    assert "Nothing to apply" in capsys.readouterr().out
+    assert all(runs(repo, task, f"c{i}") == 1 for i in range(4))
+
+
+def test_changed_inputs_rerun_only_their_jobs(
+    repo: Repo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo.configs({f"c{i}.txt": "ok\n" for i in range(4)})
+    task = repo.task(exec=COUNTED)
+    assert repo.orchestra("apply") == 0
+    repo.configs({"c2.txt": "ok, changed\n", "c9.txt": "ok, new\n"})
+    capsys.readouterr()
+    assert repo.orchestra("plan", "--detailed-exitcode") == 2
+    out = capsys.readouterr().out
+    assert "~ c2  rerun: inputs changed" in out
+    assert "+ c9  create: new config file" in out
+    assert "Plan: 1 to update (1 new job, 1 job to rerun)." in out
+    assert repo.orchestra("apply") == 0
+    assert [runs(repo, task, f"c{i}") for i in (0, 1, 2, 3, 9)] == [1, 1, 2, 1, 1]
+    # the mtime alone is not a change
+    (repo.files / "configs" / "c0.txt").touch()
+    assert repo.orchestra("plan", "--detailed-exitcode") == 0
+
+
+def test_changing_the_image_reruns_every_job(repo: Repo) -> None:
+    repo.configs({f"c{i}.txt": "ok\n" for i in range(3)})
+    task = repo.task(exec=COUNTED)
+    assert repo.orchestra("apply") == 0
+    repo.tasks[task]["image"] = "alice/img:2"
+    repo.write()
+    assert repo.orchestra("apply") == 0
+    assert [runs(repo, task, f"c{i}") for i in range(3)] == [2, 2, 2]
+    assert repo.status(task)["image"] == "alice/img:2"
+
+
+def test_a_removed_config_makes_an_orphan_job(
+    repo: Repo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo.configs({f"c{i}.txt": "ok\n" for i in range(3)})
+    task = repo.task()
+    assert repo.orchestra("apply") == 0
+    (repo.files / "configs" / "c1.txt").unlink()
+    capsys.readouterr()
+    repo.orchestra("plan")
+    assert "! c1  orphan: config file removed" in capsys.readouterr().out
+    assert repo.orchestra("apply") == 0
+    status = repo.status(task)
+    assert status["jobs"]["c1"]["orphan"] is True
+    assert status["counts"]["done"] == 2  # orphans are not counted
+    assert (repo.job_dir(task, "c1") / "output").exists()  # never deleted
+
+
+def test_stale_saved_plan_is_refused(repo: Repo, capsys: pytest.CaptureFixture[str]) -> None:
+    repo.configs({"c0.txt": "ok\n"})
+    task = repo.task()
+    assert repo.orchestra("plan", "-o", "plan.json") == 0
+    repo.configs({"c0.txt": "ok, edited\n"})
+    capsys.readouterr()
+    assert repo.orchestra("apply", "plan.json") == 1
+    assert "the saved plan is stale: the specs or their data changed" in capsys.readouterr().err
+    assert not repo.task_dir(task).exists()  # nothing was done
+    assert repo.orchestra("plan", "-o", "plan.json") == 0
+    assert repo.orchestra("apply", "plan.json") == 0
+    assert repo.status(task)["phase"] == "done"
+    # the state changed since (it was applied): the same plan is now stale
+    assert repo.orchestra("apply", "plan.json") == 1
+    assert "status in storage changed" in capsys.readouterr().err
+
+
+def test_orphan_tasks_are_listed_and_pruned_only_on_request(
+    repo: Repo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo.configs({"c0.txt": "ok\n"})
+    keep = repo.task("keep")
+    gone = repo.task("gone")
+    assert repo.orchestra("apply") == 0
+    repo.remove_task(gone)
+    capsys.readouterr()
+    assert repo.orchestra("plan") == 0
+    out = capsys.readouterr().out
+    assert f"! {gone}  orphan" in out and "1 orphan" in out
+    assert repo.orchestra("apply") == 0
+    assert repo.status(gone)["phase"] == "done"  # listed, not touched
+    assert repo.orchestra("apply", "--prune") == 0
+    assert repo.status(gone)["phase"] == "killed"
+    assert (repo.job_dir(gone, "c0") / "output").exists()  # outputs are never deleted
+    assert repo.status(keep)["phase"] == "done"
+
+
+def test_file_names_with_spaces_and_quotes(repo: Repo) -> None:
+    odd = 'it\'s a "config" $(touch pwned) ;.txt'
+    repo.configs({odd: "ok\n", "plain.txt": "ok\n"})
+    task = repo.task(output="out put's")
+    assert repo.orchestra("apply") == 0
+    jobs = repo.status(task)["jobs"]
+    (odd_name,) = [n for n in jobs if n != "plain"]
+    assert odd_name.startswith("it_s_a_config_touch_pwned-")
+    assert (repo.job_dir(task, odd_name) / "out put's").read_text() == "ok\n"
+    assert not list(repo.root.rglob("pwned"))  # quoted, never executed
+
+
+def test_environment_of_a_job(repo: Repo) -> None:
+    repo.configs({"c0.txt": "ok\n"})
+    task = repo.task(
+        exec='printf "%s %s %s %s" "$ORCHESTRA_TASK" "$ORCHESTRA_JOB" "$ORCHESTRA_ATTEMPT" "$MINE" > %OUT # %IN %DATA',
+        env={"MINE": "value"},
+    )
+    assert repo.orchestra("apply") == 0
+    assert (repo.job_dir(task, "c0") / "output").read_text() == f"{task} c0 1 value"
+
+
+def test_exit_zero_without_output_is_a_warning(
+    repo: Repo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo.configs({"c0.txt": "ok\n"})
+    task = repo.task(exec="true %IN %DATA %OUT")
+    assert repo.orchestra("apply") == 0
+    job = repo.status(task)["jobs"]["c0"]
+    assert job["state"] == "done" and job["warning"] == "exited 0 but wrote no output"
+    capsys.readouterr()
+    repo.orchestra("status", task)
+    assert "exited 0 but wrote no output" in capsys.readouterr().out
+
+
+def test_parallelism_caps_running_jobs(repo: Repo) -> None:
+    repo.configs({f"c{i}.txt": "ok\n" for i in range(6)})
+    # every job records how many jobs run at its start (a directory entry per running job)
+    probe = (
+        "mkdir -p ../../../running; touch ../../../running/$ORCHESTRA_JOB; "
+        "ls ../../../running | wc -l > %OUT; sleep 0.2; rm ../../../running/$ORCHESTRA_JOB # %IN %DATA"
+    )
+    task = repo.task(exec=probe, parallelism=1, bypass=True)
+    assert repo.orchestra("apply") == 0
+    seen = [int((repo.job_dir(task, f"c{i}") / "output").read_text()) for i in range(6)]
+    assert seen == [1] * 6
+
+
+def test_invalid_specs_change_nothing(repo: Repo, capsys: pytest.CaptureFixture[str]) -> None:
+    repo.configs({"c0.txt": "ok\n"})
+    task = repo.task(exec="no placeholders")
+    assert repo.orchestra("apply") == 1
+    err = capsys.readouterr().err
+    assert "users/alice/specs.yaml" in err and "exec must contain %DATA" in err
+    assert "nothing was changed" in err
+    assert not repo.task_dir(task).exists()
