@@ -130,7 +130,7 @@ def test_delete_stops_running_jobs_of_a_live_apply(repo: Repo) -> None:
     apply = repo.spawn("apply")
     _wait_for(lambda: repo.task_dir(task).exists() and _running(repo, task) == 2)
     assert repo.orchestra("delete", task) == 0
-    out, err = apply.communicate(timeout=30)
+    _out, err = apply.communicate(timeout=30)
     assert apply.returncode == 0, err
     status = repo.status(task)
     assert status["phase"] == "killed"

@@ -213,7 +213,8 @@ def test_file_names_with_spaces_and_quotes(repo: Repo) -> None:
 def test_environment_of_a_job(repo: Repo) -> None:
     repo.configs({"c0.txt": "ok\n"})
     task = repo.task(
-        exec='printf "%s %s %s %s" "$ORCHESTRA_TASK" "$ORCHESTRA_JOB" "$ORCHESTRA_ATTEMPT" "$MINE" > %OUT # %IN %DATA',
+        exec='printf "%s %s %s %s" "$ORCHESTRA_TASK" "$ORCHESTRA_JOB" "$ORCHESTRA_ATTEMPT" '
+        '"$MINE" > %OUT # %IN %DATA',
         env={"MINE": "value"},
     )
     assert repo.orchestra("apply") == 0
@@ -238,7 +239,8 @@ def test_parallelism_caps_running_jobs(repo: Repo) -> None:
     # every job records how many jobs run at its start (a directory entry per running job)
     probe = (
         "mkdir -p ../../../running; touch ../../../running/$ORCHESTRA_JOB; "
-        "ls ../../../running | wc -l > %OUT; sleep 0.2; rm ../../../running/$ORCHESTRA_JOB # %IN %DATA"
+        "ls ../../../running | wc -l > %OUT; sleep 0.2; "
+        "rm ../../../running/$ORCHESTRA_JOB # %IN %DATA"
     )
     task = repo.task(exec=probe, parallelism=1, bypass=True)
     assert repo.orchestra("apply") == 0
