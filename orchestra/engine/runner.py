@@ -416,6 +416,7 @@ class Engine:
         fields: dict[str, Any] = {"exitCode": event.exit_code, "finished": event.time}
         if event.exit_code == 0:
             fields["state"] = "done"
+            fields["reason"] = event.reason  # "recovered": it ended while no orchestra watched
             output = run.desired.job_dir(name) / run.desired.spec.output
             if not os.path.exists(output):
                 fields["warning"] = f"exited 0 but wrote no {run.desired.spec.output}"

@@ -1,0 +1,105 @@
+"""The local backend on its own: outcomes, cancellation, and recovery by another process."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from orchestra.backends.base import EXIT_MARKER, JobEvent, JobRun
+from orchestra.backends.local import LocalBackend
+from orchestra.spec.loader import load_text
+from orchestra.spec.model import ClusterSpec, SlurmSettings
+
+
+def _cluster(tmp_path: Path, slots: int = 2) -> ClusterSpec:
+    doc = load_text("a: 1\n", "x.yaml").documents[0]
+    return ClusterSpec("c", "local", tmp_path, slots, None, SlurmSettings(), doc)
+
+
+def _run(tmp_path: Path, job: str, command: str, run_id: str | None = None) -> JobRun:
+    return JobRun("user.a.t", job, 1, run_id or f"run-{job}", command, tmp_path / "jobs" / job)
+
+
+def _collect(backend: LocalBackend, count: int, timeout: float = 20.0) -> list[JobEvent]:
+    events: list[JobEvent] = []
+    deadline = time.monotonic() + timeout
+    while len(events) < count and time.monotonic() < deadline:
+        events += backend.poll(0.2)
+    return events
+
+
+def test_outcomes_and_capacity(tmp_path: Path) -> None:
+    backend = LocalBackend(_cluster(tmp_path))
+    try:
+        assert backend.capacity() == 2
+        backend.submit(_run(tmp_path, "ok", "echo hello"))
+        backend.submit(_run(tmp_path, "bad", "exit 9"))
+        assert backend.capacity() == 0
+        events = _collect(backend, 4)
+        finished = {e.run.job: e for e in events if e.kind == "finished"}
+        assert finished["ok"].exit_code == 0 and finished["bad"].exit_code == 9
+        assert {e.run.job for e in events if e.kind == "started"} == {"ok", "bad"}
+        assert backend.capacity() == 2
+        assert (tmp_path / "jobs" / "ok" / "log").read_text() == "hello\n"
+        assert (tmp_path / "jobs" / "bad" / EXIT_MARKER).read_text() == "9 run-bad\n"
+    finally:
+        backend.close()
+
+
+def test_a_missing_command_is_exit_127_in_the_log(tmp_path: Path) -> None:
+    backend = LocalBackend(_cluster(tmp_path))
+    try:
+        backend.submit(_run(tmp_path, "j", "no-such-command-here"))
+        (event,) = [e for e in _collect(backend, 2) if e.kind == "finished"]
+        assert event.exit_code == 127
+        assert "not found" in (tmp_path / "jobs" / "j" / "log").read_text()
+    finally:
+        backend.close()
+
+
+def test_cancel_reports_cancelled(tmp_path: Path) -> None:
+    backend = LocalBackend(_cluster(tmp_path))
+    try:
+        run = _run(tmp_path, "slow", "sleep 30")
+        backend.submit(run)
+        assert _collect(backend, 1)[0].kind == "started"
+        backend.cancel([run.run_id])
+        (event,) = _collect(backend, 1)
+        assert event.kind == "finished" and event.reason == "cancelled"
+    finally:
+        backend.close()
+
+
+def test_another_process_adopts_a_running_job_and_reads_its_outcome(tmp_path: Path) -> None:
+    first = LocalBackend(_cluster(tmp_path))
+    run = _run(tmp_path, "j", "sleep 1; exit 4")
+    first.submit(run)
+    assert _collect(first, 1)[0].kind == "started"
+    # the first orchestra "dies": its pool is abandoned, the job runs on
+    second = LocalBackend(_cluster(tmp_path))
+    try:
+        (adopted,) = second.recover([run])
+        assert adopted.kind == "started" and adopted.pid is not None
+        assert second.capacity() == 1  # an adopted job holds a slot
+        (outcome,) = _collect(second, 1)
+        assert outcome.kind == "finished" and outcome.exit_code == 4
+        assert outcome.reason == "recovered"
+    finally:
+        second.close()
+        first._queue.put(None)
+
+
+def test_recovery_without_process_or_marker_is_lost(tmp_path: Path) -> None:
+    backend = LocalBackend(_cluster(tmp_path))
+    try:
+        never = _run(tmp_path, "never", "true")
+        stale = _run(tmp_path, "stale", "true", run_id="new")
+        (tmp_path / "jobs" / "stale").mkdir(parents=True)
+        (tmp_path / "jobs" / "stale" / EXIT_MARKER).write_text("0 old-attempt\n")
+        torn = _run(tmp_path, "torn", "true")
+        (tmp_path / "jobs" / "torn").mkdir(parents=True)
+        (tmp_path / "jobs" / "torn" / EXIT_MARKER).write_text("0 run-t")  # no newline: torn
+        events = backend.recover([never, stale, torn])
+        assert [e.kind for e in events] == ["lost", "lost", "lost"]
+    finally:
+        backend.close()

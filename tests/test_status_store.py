@@ -1,0 +1,125 @@
+"""The sidecar: the event log is the truth, the snapshot a fast and always-valid view of it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestra.status.model import TaskRecord
+from orchestra.status.store import TaskStore, read_snapshot
+
+
+def _store_with_jobs(tmp_path: Path, jobs: int) -> TaskStore:
+    store = TaskStore(tmp_path / "task")
+    store.open(TaskRecord("user.a.t"))
+    store.append({"ev": "task", "phase": "registered", "owner": "a"})
+    store.append(
+        {"ev": "jobs", "set": [{"name": f"j{i}", "config": f"j{i}.json"} for i in range(jobs)]}
+    )
+    return store
+
+
+def test_snapshot_is_yaml_and_equals_the_replayed_log(tmp_path: Path) -> None:
+    store = _store_with_jobs(tmp_path, 5)
+    store.append({"ev": "job", "job": "j1", "state": "done", "exitCode": 0, "attempts": 1})
+    store.append({"ev": "job", "job": 'we"ird: #name', "state": "failed", "reason": "a\nb"})
+    store.close()
+    data = yaml.safe_load((tmp_path / "task" / "status.yaml").read_text())
+    assert data["kind"] == "TaskStatus" and data["phase"] == "registered"
+    assert data["jobs"]["j1"] == {
+        "config": "j1.json",
+        "state": "done",
+        "attempts": 1,
+        "exitCode": 0,
+    }
+    assert data["jobs"]['we"ird: #name']["reason"] == "a\nb"
+    assert data["counts"]["pending"] == 4 and data["counts"]["failed"] == 1
+    fast, _ = read_snapshot(tmp_path / "task" / "status.yaml")
+    os.unlink(tmp_path / "task" / "status.yaml")
+    replayed = TaskStore(tmp_path / "task").load()
+    assert fast is not None and replayed is not None
+    assert {n: j.to_json() for n, j in fast.jobs.items()} == {
+        n: j.to_json() for n, j in replayed.jobs.items()
+    }
+
+
+def test_load_replays_the_events_after_the_snapshot(tmp_path: Path) -> None:
+    store = _store_with_jobs(tmp_path, 3)
+    store.snapshot()
+    store.append({"ev": "job", "job": "j2", "state": "running"})  # debounced: not in the snapshot
+    record = TaskStore(tmp_path / "task").load()
+    assert record is not None and record.jobs["j2"].state == "running"
+    store.close()
+
+
+def test_a_torn_last_line_is_ignored_and_cut_by_the_next_writer(tmp_path: Path) -> None:
+    store = _store_with_jobs(tmp_path, 2)
+    store.close()
+    events = tmp_path / "task" / "events.jsonl"
+    with open(events, "ab") as stream:
+        stream.write(b'{"ev":"job","job":"j0","sta')  # the writer died here
+    record = TaskStore(tmp_path / "task").load()
+    assert record is not None and record.jobs["j0"].state == "pending"
+    again = TaskStore(tmp_path / "task")
+    loaded = again.load()
+    assert loaded is not None
+    again.open(loaded)
+    again.append({"ev": "job", "job": "j0", "state": "done"})
+    again.close()
+    assert events.read_bytes().endswith(b"\n")
+    assert all(line.startswith(b"{") for line in events.read_bytes().splitlines())
+    reloaded = TaskStore(tmp_path / "task").load()
+    assert reloaded is not None and reloaded.jobs["j0"].state == "done"
+
+
+def test_snapshot_reserialises_only_changed_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store_with_jobs(tmp_path, 1000)
+    store.snapshot()
+    calls = []
+    import orchestra.status.store as module
+
+    original = module._dumps
+
+    def counting(value: object) -> str:
+        calls.append(value)
+        return original(value)
+
+    monkeypatch.setattr(module, "_dumps", counting)
+    store.append({"ev": "job", "job": "j7", "state": "done"})
+    store.snapshot()
+    job_lines = [c for c in calls if isinstance(c, dict) and "config" in c]
+    assert len(job_lines) == 1  # j7 only, not the 1000
+    store.close()
+
+
+def test_a_failed_snapshot_keeps_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store_with_jobs(tmp_path, 2)
+    store.snapshot()
+    before = (tmp_path / "task" / "status.yaml").read_text()
+    from orchestra import fsutil
+
+    def full(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fsutil.os, "write", full)
+    store.append({"ev": "job", "job": "j0", "state": "done"})
+    with pytest.raises(OSError, match="No space left"):
+        store.snapshot()
+    monkeypatch.undo()
+    assert (tmp_path / "task" / "status.yaml").read_text() == before
+    assert not [p for p in (tmp_path / "task").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_snapshot_edited_by_hand_is_read_with_a_yaml_parser(tmp_path: Path) -> None:
+    path = tmp_path / "status.yaml"
+    path.write_text("name: user.a.t\nphase: done\njobs:\n  j0:\n    state: done\n    attempts: 1\n")
+    record, offset = read_snapshot(path)
+    assert record is not None and record.phase == "done" and record.jobs["j0"].state == "done"
+    assert offset == 0
