@@ -35,12 +35,20 @@ def atomic_write(path: Path, data: str | bytes, *, fsync: bool = True) -> None:
         raise
 
 
+# the last whole second seen and its formatted prefix, as one tuple replaced whole
+_SECOND: list[tuple[int, str]] = [(0, "")]
+
+
 def now_iso() -> str:
-    """The current UTC time as ``2026-11-25T07:00:00.123Z``."""
+    """The current UTC time as ``2026-11-25T07:00:00.123Z`` (the seconds part is formatted
+    once per second: this runs for every event)."""
     stamp = time.time()
-    return datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + (
-        f"{int(stamp * 1000) % 1000:03d}Z"
-    )
+    whole, prefix = _SECOND[0]  # safe to share between threads
+    if whole != int(stamp):
+        whole = int(stamp)
+        prefix = datetime.fromtimestamp(whole, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+        _SECOND[0] = (whole, prefix)
+    return f"{prefix}{int(stamp * 1000) % 1000:03d}Z"
 
 
 def parse_iso(value: str) -> float:

@@ -37,3 +37,11 @@ def run(capsys: pytest.CaptureFixture[str]) -> Run:
         return Result(code, captured.out, captured.err)
 
     return _run
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test its own schema-validity cache, so no test depends on another's runs."""
+    monkeypatch.setenv("ORCHESTRA_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

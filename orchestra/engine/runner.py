@@ -61,10 +61,10 @@ class TaskRun:
         return self.counts[(test, state)]
 
     # every job change goes through here: log, apply, keep counters and queues right
-    def job_event(self, name: str, fields: dict[str, Any]) -> None:
+    def job_event(self, name: str, fields: dict[str, Any], *, flush: bool = True) -> None:
         job = self.record.jobs.get(name)
         before = (job.test, job.state, job.orphan) if job is not None else None
-        self.store.append({"ev": "job", "job": name, **fields})
+        self.store.append({"ev": "job", "job": name, **fields}, flush=flush)
         job = self.record.jobs[name]
         self._recount(before, job)
 
@@ -266,6 +266,8 @@ class Engine:
                         if owner is not None:
                             self._handle(owner, event)
                             touched.add(owner.name)
+                for name in touched:
+                    by_name[name].store.flush()
                 unsaved |= touched
                 for name in list(unsaved):
                     store = by_name[name].store
@@ -319,6 +321,7 @@ class Engine:
             return False
         submitted = False
         progress = True
+        launches: list[tuple[TaskRun, JobRun]] = []
         while progress:
             progress = False
             for task_run in live:
@@ -332,12 +335,18 @@ class Engine:
                 name = self._next_job(task_run)
                 if name is None:
                     continue
-                self._submit(task_run, name)
+                launches.append((task_run, self._submitted(task_run, name)))
                 if room is not None:
                     free[key] = room - 1
                 submitted = progress = True
             if all(f is not None and f <= 0 for f in free.values()):
                 break
+        # every "submitted" line reaches the kernel before its job can start: a crash after
+        # this point finds the job (running, finished, or never started), never a stranger
+        for task_run in {id(t): t for t, _a in launches}.values():
+            task_run.store.flush()
+        for task_run, attempt in launches:
+            task_run.backend.submit(attempt)
         return submitted
 
     def _next_job(self, run: TaskRun) -> str | None:
@@ -369,7 +378,8 @@ class Engine:
             env=dict(spec.env),
         )
 
-    def _submit(self, run: TaskRun, name: str) -> None:
+    def _submitted(self, run: TaskRun, name: str) -> JobRun:
+        """Log the next attempt of ``name`` as submitted (not flushed yet); return it."""
         job = run.record.jobs[name]
         attempt = job.attempts + 1
         run_id = uuid.uuid4().hex
@@ -388,10 +398,11 @@ class Engine:
                 "started": None,
                 "finished": None,
             },
+            flush=False,
         )
         attempt_run = self._attempt(run, job, attempt, run_id)
         run.active[run_id] = attempt_run
-        run.backend.submit(attempt_run)
+        return attempt_run
 
     def _handle(self, run: TaskRun, event: JobEvent) -> None:
         name = event.run.job
@@ -426,7 +437,7 @@ class Engine:
         else:
             fields["state"] = "failed"
             fields["reason"] = event.reason or f"exit code {event.exit_code}"
-        run.job_event(name, fields)
+        run.job_event(name, fields, flush=False)  # flushed after the batch; the marker knows too
 
     def _check_kill(self, run: TaskRun) -> None:
         request = run.desired.task_dir / KILL_REQUEST

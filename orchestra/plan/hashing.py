@@ -23,6 +23,7 @@ class HashCache:
         self.path = storage / CACHE_DIR / CACHE_FILE
         self._entries: dict[str, list[object]] = {}
         self._changed = False
+        self._this_run: dict[str, str] = {}  # path -> digest, each file stat'ed once per run
         try:
             loaded = json.loads(self.path.read_text(encoding="utf-8"))
             if isinstance(loaded, dict):
@@ -32,19 +33,27 @@ class HashCache:
 
     def file_digest(self, path: Path) -> str:
         """sha256 of a regular file's content (symlinks followed)."""
-        stat = os.stat(path)
-        key = str(path)
+        return self.path_digest(str(path))
+
+    def path_digest(self, key: str) -> str:
+        """:meth:`file_digest` of a path given as a string."""
+        known = self._this_run.get(key)
+        if known is not None:
+            return known
+        stat = os.stat(key)
         signature = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
         entry = self._entries.get(key)
         if entry is not None and entry[:3] == signature:
-            return str(entry[3])
-        digest = hashlib.sha256()
-        with open(path, "rb") as stream:
-            while chunk := stream.read(_CHUNK):
-                digest.update(chunk)
-        value = digest.hexdigest()
-        self._entries[key] = [*signature, value]
-        self._changed = True
+            value = str(entry[3])
+        else:
+            digest = hashlib.sha256()
+            with open(key, "rb") as stream:
+                while chunk := stream.read(_CHUNK):
+                    digest.update(chunk)
+            value = digest.hexdigest()
+            self._entries[key] = [*signature, value]
+            self._changed = True
+        self._this_run[key] = value
         return value
 
     def digest(self, path: Path) -> str:

@@ -10,7 +10,6 @@ spec), ``resume`` (nothing changed, but jobs are still pending or running), ``un
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -90,29 +89,26 @@ class Plan:
         )
 
 
-def _digest(items: Any) -> str:
-    return hashlib.sha256(
-        json.dumps(items, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
-
-
 def desired_digest(desired: Sequence[DesiredTask]) -> str:
-    return _digest([[t.name, t.spec_digest, [[j.name, j.digest] for j in t.jobs]] for t in desired])
+    digest = hashlib.sha256()
+    for task in desired:
+        digest.update(f"{task.name}\0{task.spec_digest}\0".encode())
+        digest.update("".join(f"{j.name}\0{j.digest}\0" for j in task.jobs).encode())
+    return digest.hexdigest()
 
 
 def observed_digest(observed: Mapping[str, TaskRecord | None], orphans: Sequence[Orphan]) -> str:
     records = [r for r in observed.values() if r is not None] + [o.record for o in orphans]
-    return _digest(
-        sorted(
-            [
-                r.name,
-                r.phase,
-                r.spec_digest,
-                [[j.name, j.state, j.digest, j.attempts, j.orphan] for j in r.jobs.values()],
-            ]
-            for r in records
+    digest = hashlib.sha256()
+    for record in sorted(records, key=lambda r: r.name):
+        digest.update(f"{record.name}\0{record.phase}\0{record.spec_digest}\0".encode())
+        digest.update(
+            "".join(
+                f"{j.name}\0{j.state}\0{j.digest}\0{j.attempts}\0{j.orphan:d}\0"
+                for j in record.jobs.values()
+            ).encode()
         )
-    )
+    return digest.hexdigest()
 
 
 def make_plan(

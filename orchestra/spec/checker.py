@@ -12,7 +12,8 @@ from orchestra.spec.diagnostics import Diagnostic
 from orchestra.spec.discover import discover
 from orchestra.spec.loader import load_file
 from orchestra.spec.model import SpecSet
-from orchestra.spec.schema import check_document
+from orchestra.spec.schema import KINDS, check_document
+from orchestra.spec.validcache import ValidCache
 
 
 @dataclass
@@ -51,17 +52,22 @@ def validate_paths(paths: Sequence[str], cwd: Path, *, offline: bool = False) ->
     requested = {f.display for f in files if f.requested}
     broken: set[tuple[str, str]] = set()  # (kind, name) of documents that failed the schema
     documents = 0
+    valid_cache = ValidCache()
     for spec_file in files:
         loaded = load_file(spec_file.path, spec_file.display)
         problems += loaded.diagnostics
         for doc in loaded.documents:
             documents += spec_file.requested
-            schema_problems = check_document(doc)
+            key = _cache_key(valid_cache, doc.data)
+            schema_problems = [] if key and valid_cache.known_valid(key) else check_document(doc)
+            if key and not schema_problems:
+                valid_cache.add(key)
             problems += schema_problems
             if not schema_problems:
                 placed.append(semantic.Placed(spec_file, doc))
             else:
                 broken.add(_kind_and_name(doc.data))
+    valid_cache.save()
     specs, semantic_problems = semantic.check(placed, offline=offline, broken=broken)
     problems += semantic_problems
     reported = sorted(
@@ -79,3 +85,9 @@ def _kind_and_name(data: Any) -> tuple[str, str]:
         if isinstance(data.get("kind"), str) and isinstance(name, str):
             return data["kind"], name
     return "", ""
+
+
+def _cache_key(valid_cache: ValidCache, data: Any) -> str | None:
+    if not valid_cache.enabled or not isinstance(data, dict) or data.get("kind") not in KINDS:
+        return None
+    return valid_cache.key(data["kind"], data)

@@ -5,7 +5,6 @@ Validators are built once per kind and per process: building one costs far more 
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterable, Sequence
 from functools import cache
@@ -44,6 +43,8 @@ def validator(kind: str) -> Draft202012Validator:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'image'?)`` when a close choice exists, else an empty string."""
+    import difflib  # only on the error path: it costs start-up time
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

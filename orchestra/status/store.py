@@ -31,7 +31,7 @@ _HEADER = (
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(", ", ": "))
+    return json.dumps(value)  # default arguments: the C encoder, without building one per call
 
 
 class TaskStore:
@@ -103,20 +103,26 @@ class TaskStore:
                     size = keep
         self._offset = size
 
-    def append(self, event: dict[str, Any], *, snapshot: bool = False) -> None:
-        """Log one event, apply it, and snapshot if due (or if ``snapshot``)."""
+    def append(self, event: dict[str, Any], *, snapshot: bool = False, flush: bool = True) -> None:
+        """Log one event, apply it, and snapshot if due (or if ``snapshot``). With
+        ``flush=False`` the line may wait in this process's buffer until :meth:`flush`."""
         assert self.record is not None and self._stream is not None, "open() first"
         event.setdefault("ts", now_iso())
         event.setdefault("task", self.record.name)
         data = (json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8")
         self._stream.write(data)
-        self._stream.flush()  # in the kernel now: survives the death of this process
+        if flush:
+            self._stream.flush()  # in the kernel now: survives the death of this process
         self._offset += len(data)
         self._dirty.update(self.record.apply(event))
         if snapshot or event.get("ev") == "task":
             self.snapshot()
         else:
             self.maybe_snapshot()
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            self._stream.flush()
 
     @property
     def unsaved(self) -> bool:
@@ -140,7 +146,7 @@ class TaskStore:
         for name in self._dirty:
             job = record.jobs.get(name)
             if job is not None:
-                lines[name] = f"  {_dumps(name)}: {_dumps(job.to_json())}\n"
+                lines[name] = f"  {_dumps({name: job.to_json()})[1:-1]}\n"
         self._dirty.clear()
         header = record.header_json()
         parts = [_HEADER, "apiVersion: orchestra/v1\n", "kind: TaskStatus\n"]
@@ -151,6 +157,7 @@ class TaskStore:
         parts.append("jobs:\n" if record.jobs else "jobs: {}\n")
         parts += [lines[name] for name in record.jobs]
         if self._stream is not None:
+            self._stream.flush()
             os.fsync(self._stream.fileno())  # the snapshot never claims more than the log has
         atomic_write(self.status_path, "".join(parts))
         self._last_snapshot = time.monotonic()
@@ -200,14 +207,13 @@ def _fast_parse(text: str) -> tuple[TaskRecord, int]:
             continue
         header[key] = json.loads(value)
     record = _from_mapping(header)
-    jobs = record.jobs
-    for line in lines[index + 1 :]:
-        if not line:
-            continue
-        for name, fields in json.loads("{" + line + "}").items():
-            job = JobRecord(name)
-            job.update(fields)
-            jobs[name] = job
+    body = [line for line in lines[index + 1 :] if line]
+    # every job line is `  "name": {...}`: the lot is one JSON object, parsed in one call
+    parsed = json.loads("{" + ",".join(body) + "}") if body else {}
+    if len(parsed) != len(body):
+        raise ValueError("duplicate job lines")
+    from_json = JobRecord.from_json
+    record.jobs = {name: from_json(name, fields) for name, fields in parsed.items()}
     return record, int(header.get("eventsOffset", 0))
 
 

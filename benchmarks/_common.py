@@ -1,0 +1,70 @@
+"""Helpers shared by the benchmarks: timing subprocesses, peak memory, scratch repositories."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+ORCHESTRA = str(BIN / "orchestra")
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def run_timed(
+    argv: list[str],
+    cwd: Path | None = None,
+    ok: tuple[int, ...] = (0,),
+    env: dict[str, str] | None = None,
+) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, check=False, env=env)
+    elapsed = time.perf_counter() - start
+    if done.returncode not in ok:
+        raise SystemExit(
+            f"{argv} failed ({done.returncode}):\n{done.stdout[-2000:]!r}\n{done.stderr[-2000:]!r}"
+        )
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return elapsed, max(peak, before)  # ru_maxrss of children is the max over all of them
+
+
+def write_repo(root: Path, tasks: int, configs: int, exec_line: str, max_parallel: int = 2) -> None:
+    """``tasks`` Tasks sharing one data file and one directory of ``configs`` config files."""
+    (root / "users" / "bench").mkdir(parents=True)
+    files = root / "storage" / "bench" / "files"
+    (files / "configs").mkdir(parents=True)
+    (files / "data.txt").write_text("data\n")
+    for index in range(configs):
+        (files / "configs" / f"c{index:06d}.txt").write_text(f"{index}\n")
+    (root / "cluster.yaml").write_text(
+        "apiVersion: orchestra/v1\nkind: Cluster\nmetadata: {name: bench}\n"
+        f"spec: {{backend: local, storage: storage, maxParallel: {max_parallel}}}\n"
+    )
+    docs = [
+        "apiVersion: orchestra/v1\nkind: Dataset\nmetadata: {name: user.bench.data}\n"
+        "spec: {path: data.txt}\n",
+        "apiVersion: orchestra/v1\nkind: Dataset\nmetadata: {name: user.bench.configs}\n"
+        "spec: {path: configs}\n",
+    ]
+    for index in range(tasks):
+        docs.append(
+            "apiVersion: orchestra/v1\nkind: Task\n"
+            f"metadata: {{name: user.bench.task{index:04d}}}\n"
+            "spec:\n  cluster: bench\n  image: bench:1\n  data: user.bench.data\n"
+            f"  configs: user.bench.configs\n  output: out\n  exec: {exec_line!r}\n  bypass: true\n"
+        )
+    (root / "users" / "bench" / "specs.yaml").write_text("---\n".join(docs))

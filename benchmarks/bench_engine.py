@@ -1,0 +1,222 @@
+"""The core loop against baselines measured in the same run.
+
+1. Dispatch: N no-op jobs (``true %DATA %IN %OUT``) on 2 slots through ``orchestra apply``
+   (plan, hashing, status writing and crash-safety markers included) against ``xargs -P2``
+   running the same ``sh -c`` commands. Goal: at most 1.25x xargs per job.
+2. No-op plan over T tasks x J jobs, every job already done (sidecars written with
+   orchestra's own store, as an apply leaves them), against ``orchestra validate`` of the
+   same specs. Goal: under 2 s for 1,000 x 100.
+3. Status snapshot of one task of 100,000 jobs: write and read, time and peak RSS, against a
+   plain ``json.dump``/``json.load`` of the same job data (the floor). Goals: under 1 s each,
+   under 300 MB.
+
+Run: make bench   (or .venv/bin/python benchmarks/bench_engine.py [--jobs N] [--tasks T])
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import ORCHESTRA, machine, run_timed, write_repo  # noqa: E402
+
+
+def bench_dispatch(jobs: int, repeat: int = 3) -> dict[str, Any]:
+    """Median of ``repeat`` interleaved runs of each (this machine's timings are noisy)."""
+    orchestra_runs, xargs_runs = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        files = base / "r0" / "storage" / "bench" / "files"
+        commands = base / "commands.txt"
+        commands.write_text(
+            "".join(
+                f"true {files}/data.txt {files}/configs/c{i:06d}.txt {base}/o{i}\n"
+                for i in range(jobs)
+            )
+        )
+        env = {**os.environ, "ORCHESTRA_USER": "bench"}
+        for index in range(repeat):
+            root = base / f"r{index}"
+            root.mkdir()
+            write_repo(root, 1, jobs, "true %DATA %IN %OUT")
+            seconds, _rss = run_timed([ORCHESTRA, "apply"], root, env=env)
+            orchestra_runs.append(seconds)
+            status = json.loads(
+                subprocess.run(
+                    [ORCHESTRA, "status", "user.bench.task0000", "--format", "json"],
+                    cwd=root,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
+            assert status["counts"]["done"] == jobs, status["counts"]
+            xargs, _ = run_timed(
+                ["xargs", "-a", str(commands), "-P2", "-d", "\n", "-n1", "sh", "-c"], base
+            )
+            xargs_runs.append(xargs)
+    orchestra, xargs = statistics.median(orchestra_runs), statistics.median(xargs_runs)
+    return {
+        "jobs": jobs,
+        "repeat": repeat,
+        "orchestra_ms_per_job": round(orchestra / jobs * 1000, 3),
+        "xargs_ms_per_job": round(xargs / jobs * 1000, 3),
+        "ratio": round(orchestra / xargs, 2),
+    }
+
+
+def bench_noop_plan(tasks: int, jobs: int) -> dict[str, Any]:
+    from orchestra.plan.desired import expand
+    from orchestra.spec.checker import validate_paths
+    from orchestra.status.model import JobRecord, TaskRecord
+    from orchestra.status.store import TaskStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_repo(root, tasks, jobs, "true %DATA %IN %OUT")
+        specs = validate_paths([], root).specs
+        for task in expand(specs, sorted(specs.tasks)):
+            record = TaskRecord(
+                task.name, phase="done", owner="bench", cluster="bench", backend="local"
+            )
+            record.spec_digest = task.spec_digest
+            for job in task.jobs:
+                record.jobs[job.name] = JobRecord(
+                    job.name,
+                    config=job.config,
+                    digest=job.digest,
+                    state="done",
+                    attempts=1,
+                    exit_code=0,
+                )
+            store = TaskStore(task.task_dir)
+            store.open(record)
+            store.append({"ev": "task", "phase": "done"})
+            store.close()
+        run_timed([ORCHESTRA, "plan"], root)  # warm the hash cache and the page cache
+        plan, plan_rss = run_timed([ORCHESTRA, "plan", "--detailed-exitcode"], root)
+        validate, _ = run_timed([ORCHESTRA, "validate"], root)
+    return {
+        "tasks": tasks,
+        "jobs_per_task": jobs,
+        "plan_seconds": round(plan, 3),
+        "validate_seconds": round(validate, 3),
+        "plan_over_validate": round(plan / validate, 2),
+        "plan_peak_rss_mb": round(plan_rss / 1024, 1),
+    }
+
+
+SNAPSHOT_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from orchestra.status.model import JobRecord, TaskRecord
+from orchestra.status.store import TaskStore, read_snapshot
+mode, directory, jobs = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+if mode == "write":
+    record = TaskRecord("user.bench.big", phase="running", owner="bench")
+    for i in range(jobs):
+        record.jobs[f"config_{i:06d}"] = JobRecord(
+            f"config_{i:06d}", config=f"config_{i:06d}.json", digest="%064x" % i, state="done",
+            attempts=1, exit_code=0, started="2026-11-25T07:00:00.000Z",
+            finished="2026-11-25T07:00:01.000Z", run_id="%032x" % i, pid=1000 + i, node="node1")
+    store = TaskStore(directory)
+    store.open(record)
+    start = time.perf_counter()
+    store.snapshot()
+    elapsed = time.perf_counter() - start
+elif mode == "read":
+    start = time.perf_counter()
+    record, _ = read_snapshot(directory / "status.yaml")
+    elapsed = time.perf_counter() - start
+    assert record is not None and len(record.jobs) == jobs
+elif mode == "json-write":
+    data = {f"config_{i:06d}": {"config": f"config_{i:06d}.json", "digest": "%064x" % i,
+            "state": "done", "attempts": 1, "exitCode": 0, "started": "2026-11-25T07:00:00.000Z",
+            "finished": "2026-11-25T07:00:01.000Z", "run": "%032x" % i, "pid": 1000 + i,
+            "node": "node1"} for i in range(jobs)}
+    start = time.perf_counter()
+    (directory / "floor.json").write_text(json.dumps(data))
+    elapsed = time.perf_counter() - start
+else:
+    start = time.perf_counter()
+    data = json.loads((directory / "floor.json").read_text())
+    elapsed = time.perf_counter() - start
+print(json.dumps({"seconds": elapsed, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def bench_snapshot(jobs: int) -> dict[str, Any]:
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("write", "read", "json-write", "json-read"):
+            done = subprocess.run(
+                [sys.executable, "-c", SNAPSHOT_CHILD, mode, tmp, str(jobs)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            results[mode] = json.loads(done.stdout)
+        size = (Path(tmp) / "status.yaml").stat().st_size
+    return {
+        "jobs": jobs,
+        "write_seconds": round(results["write"]["seconds"], 3),
+        "read_seconds": round(results["read"]["seconds"], 3),
+        "write_peak_rss_mb": round(results["write"]["rss_mb"], 1),
+        "read_peak_rss_mb": round(results["read"]["rss_mb"], 1),
+        "file_mb": round(size / 2**20, 1),
+        "write_over_json_dump": round(
+            results["write"]["seconds"] / results["json-write"]["seconds"], 2
+        ),
+        "read_over_json_load": round(
+            results["read"]["seconds"] / results["json-read"]["seconds"], 2
+        ),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=10_000, help="no-op jobs to dispatch")
+    parser.add_argument("--tasks", type=int, default=1000, help="tasks in the no-op plan")
+    parser.add_argument(
+        "--plan-jobs", type=int, default=100, help="jobs per task in the no-op plan"
+    )
+    parser.add_argument("--snapshot-jobs", type=int, default=100_000)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+
+    figures: dict[str, Any] = {"machine": machine()}
+    figures["dispatch"] = d = bench_dispatch(args.jobs)
+    print(
+        f"dispatch {d['jobs']} no-op jobs on 2 slots: orchestra {d['orchestra_ms_per_job']} ms/job, "
+        f"xargs -P2 {d['xargs_ms_per_job']} ms/job, ratio {d['ratio']}x (goal <= 1.25x)"
+    )
+    figures["noop_plan"] = p = bench_noop_plan(args.tasks, args.plan_jobs)
+    print(
+        f"no-op plan {p['tasks']} tasks x {p['jobs_per_task']} jobs: {p['plan_seconds']} s "
+        f"(validate alone {p['validate_seconds']} s, ratio {p['plan_over_validate']}x; "
+        f"peak RSS {p['plan_peak_rss_mb']} MB) (goal < 2 s)"
+    )
+    figures["snapshot"] = s = bench_snapshot(args.snapshot_jobs)
+    print(
+        f"status snapshot of {s['jobs']} jobs ({s['file_mb']} MB): write {s['write_seconds']} s "
+        f"({s['write_over_json_dump']}x json.dumps), read {s['read_seconds']} s "
+        f"({s['read_over_json_load']}x json.loads), peak RSS write {s['write_peak_rss_mb']} MB / "
+        f"read {s['read_peak_rss_mb']} MB (goals < 1 s each, < 300 MB)"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
