@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ORCHESTRA, machine, run_timed, write_repo  # noqa: E402
+from _common import ORCHESTRA, machine, run_timed, write_repo
 
 
 def bench_dispatch(jobs: int, repeat: int = 3) -> dict[str, Any]:
@@ -150,7 +150,8 @@ else:
     start = time.perf_counter()
     data = json.loads((directory / "floor.json").read_text())
     elapsed = time.perf_counter() - start
-print(json.dumps({"seconds": elapsed, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": elapsed, "rss_mb": peak}))
 """
 
 
@@ -196,7 +197,8 @@ def main() -> int:
     figures: dict[str, Any] = {"machine": machine()}
     figures["dispatch"] = d = bench_dispatch(args.jobs)
     print(
-        f"dispatch {d['jobs']} no-op jobs on 2 slots: orchestra {d['orchestra_ms_per_job']} ms/job, "
+        f"dispatch {d['jobs']} no-op jobs on 2 slots: "
+        f"orchestra {d['orchestra_ms_per_job']} ms/job, "
         f"xargs -P2 {d['xargs_ms_per_job']} ms/job, ratio {d['ratio']}x (goal <= 1.25x)"
     )
     figures["noop_plan"] = p = bench_noop_plan(args.tasks, args.plan_jobs)
