@@ -64,6 +64,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_validate.py --json benchmarks/out/validate.json
+	$(PY) benchmarks/bench_engine.py --json benchmarks/out/engine.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache .demo build dist
