@@ -256,3 +256,29 @@ def test_invalid_specs_change_nothing(repo: Repo, capsys: pytest.CaptureFixture[
     assert "users/alice/specs.yaml" in err and "exec must contain %DATA" in err
     assert "nothing was changed" in err
     assert not repo.task_dir(task).exists()
+
+
+def test_no_op_plan_reads_only_snapshot_headers_and_still_sees_changes(repo: Repo) -> None:
+    from orchestra.commands._common import load_specs, make_full_plan
+
+    repo.configs({f"c{i}.txt": "ok\n" for i in range(3)})
+    task = repo.task()
+    assert repo.orchestra("apply") == 0
+    assert "jobsDigest" in repo.status(task)
+    planned = make_full_plan(load_specs([], str(repo.root)))
+    record = planned.observed[task]
+    assert record is not None and not record.jobs_loaded  # the job lines were not parsed
+    assert planned.plan.tasks[0].action == "unchanged"
+    repo.configs({"c1.txt": "ok, changed\n"})
+    planned = make_full_plan(load_specs([], str(repo.root)))
+    record = planned.observed[task]
+    assert record is not None and record.jobs_loaded
+    assert [(c.name, c.action) for c in planned.plan.tasks[0].changes] == [("c1", "rerun")]
+    # an event the snapshot does not have yet: the header is not trusted
+    with open(repo.task_dir(task) / "events.jsonl", "a") as log:
+        log.write('{"ev":"task","phase":"running"}\n')
+    repo.configs({"c1.txt": "ok\n"})
+    planned = make_full_plan(load_specs([], str(repo.root)))
+    record = planned.observed[task]
+    assert record is not None and record.jobs_loaded and record.phase == "running"
+    assert planned.plan.tasks[0].action == "resume"

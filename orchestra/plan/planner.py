@@ -98,15 +98,14 @@ def desired_digest(desired: Sequence[DesiredTask]) -> str:
 
 
 def observed_digest(observed: Mapping[str, TaskRecord | None], orphans: Sequence[Orphan]) -> str:
+    """Changes when any task's status changes: its log grows with every event."""
     records = [r for r in observed.values() if r is not None] + [o.record for o in orphans]
     digest = hashlib.sha256()
     for record in sorted(records, key=lambda r: r.name):
-        digest.update(f"{record.name}\0{record.phase}\0{record.spec_digest}\0".encode())
+        counts = ",".join(str(n) for n in record.counts().values())
         digest.update(
-            "".join(
-                f"{j.name}\0{j.state}\0{j.digest}\0{j.attempts}\0{j.orphan:d}\0"
-                for j in record.jobs.values()
-            ).encode()
+            f"{record.name}\0{record.phase}\0{record.spec_digest}\0{record.log_size}\0"
+            f"{counts}\0{record.jobs_digest}\0".encode()
         )
     return digest.hexdigest()
 
@@ -156,9 +155,14 @@ def plan_task(task: DesiredTask, record: TaskRecord | None) -> TaskPlan:
         result.to_create = len(task.jobs)
         return result
     relaunch = record.phase == "killed" and record.spec_digest != task.spec_digest
+    if not record.jobs_loaded:
+        # the snapshot vouched that the jobs are the desired ones, digests included
+        counts = record.counts()
+        if not record.terminal:
+            result.pending = counts["pending"] + counts["submitted"] + counts["running"]
+        return _settle(result, record, task, relaunch)
     if record.phase == "killed" and not relaunch:
-        result.reason = "killed; left alone while its spec is unchanged"
-        return result
+        return _settle(result, record, task, relaunch)
     wanted = set()
     for job in task.jobs:
         wanted.add(job.name)
@@ -181,7 +185,14 @@ def plan_task(task: DesiredTask, record: TaskRecord | None) -> TaskPlan:
     result.to_create = sum(c.action == "create" for c in result.changes)
     result.to_rerun = sum(c.action == "rerun" for c in result.changes)
     result.orphaned = sum(c.action == "orphan" for c in result.changes)
-    if relaunch:
+    return _settle(result, record, task, relaunch)
+
+
+def _settle(result: TaskPlan, record: TaskRecord, task: DesiredTask, relaunch: bool) -> TaskPlan:
+    """The task's action, from its job changes and its record."""
+    if record.phase == "killed" and not relaunch:
+        result.reason = "killed; left alone while its spec is unchanged"
+    elif relaunch:
         result.action, result.reason = "update", "killed task whose spec changed: relaunched"
     elif result.to_create or result.to_rerun:
         result.action, result.reason = "update", "jobs to create or rerun"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,6 +140,12 @@ class TaskRecord:
     finished: str | None = None
     message: str | None = None
     jobs: dict[str, JobRecord] = field(default_factory=dict)
+    #: False when only the snapshot's header was read (``TaskStore.load_summary``): then
+    #: ``jobs`` is empty and ``summary_counts`` and ``jobs_digest`` stand for the jobs.
+    jobs_loaded: bool = True
+    summary_counts: dict[str, int] | None = None
+    jobs_digest: str | None = None
+    log_size: int = 0  # bytes of events.jsonl when loaded: any change of status grows it
 
     def header_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name}
@@ -148,6 +156,8 @@ class TaskRecord:
         return out
 
     def counts(self) -> dict[str, int]:
+        if not self.jobs_loaded and self.summary_counts is not None:
+            return dict(self.summary_counts)
         tally = Counter(job.state for job in self.jobs.values() if not job.orphan)
         return {state: tally.get(state, 0) for state in JOB_STATES}
 
@@ -182,3 +192,9 @@ class TaskRecord:
     @property
     def terminal(self) -> bool:
         return self.phase in TERMINAL_PHASES
+
+
+def jobs_digest(pairs: Iterable[tuple[str, str]]) -> str:
+    """Digest of a task's (job name, inputs digest) pairs, in any order: the snapshot records
+    it, so that a plan whose jobs all match need not read the job lines."""
+    return hashlib.sha256("".join(f"{n}\0{d}\0" for n, d in sorted(pairs)).encode()).hexdigest()

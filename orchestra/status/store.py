@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from orchestra.fsutil import atomic_write, now_iso
-from orchestra.status.model import JobRecord, TaskRecord
+from orchestra.status.model import JobRecord, TaskRecord, jobs_digest
 
 STATUS_FILE = "status.yaml"
 EVENTS_FILE = "events.jsonl"
@@ -82,6 +82,34 @@ class TaskStore:
             record.apply(event)
         self.record = record
         self._offset = offset + len(tail) if record is not None else 0
+        if record is not None:
+            record.log_size = size
+        return record
+
+    def load_summary(self) -> TaskRecord | None:
+        """The task from the snapshot's header only (``jobs_loaded`` False), when the snapshot
+        is up to date with the log; None otherwise (then :meth:`load` it)."""
+        try:
+            size = self.events_path.stat().st_size
+            with open(self.status_path, encoding="utf-8") as stream:
+                header: dict[str, Any] = {}
+                for line in stream:
+                    if line.startswith("jobs:"):
+                        break
+                    if line.startswith("#") or ": " not in line:
+                        continue
+                    key, _, value = line.partition(": ")
+                    if key not in ("apiVersion", "kind"):
+                        header[key] = json.loads(value)
+        except (OSError, ValueError):
+            return None
+        if header.get("eventsOffset") != size or "jobsDigest" not in header or "name" not in header:
+            return None
+        record = _from_mapping({k: v for k, v in header.items() if k != "jobs"})
+        record.jobs_loaded = False
+        record.summary_counts = header.get("counts")
+        record.jobs_digest = header["jobsDigest"]
+        record.log_size = size
         return record
 
     # writing -----------------------------------------------------------------------------
@@ -152,6 +180,8 @@ class TaskStore:
         parts = [_HEADER, "apiVersion: orchestra/v1\n", "kind: TaskStatus\n"]
         parts += [f"{key}: {_dumps(value)}\n" for key, value in header.items()]
         parts.append(f"counts: {_dumps(record.counts())}\n")
+        current = jobs_digest((j.name, j.digest) for j in record.jobs.values() if not j.orphan)
+        parts.append(f"jobsDigest: {_dumps(current)}\n")
         parts.append(f"updated: {_dumps(now_iso())}\n")
         parts.append(f"eventsOffset: {self._offset}\n")
         parts.append("jobs:\n" if record.jobs else "jobs: {}\n")
