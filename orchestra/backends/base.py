@@ -34,6 +34,7 @@ class JobEvent:
     pid: int | None = None
     node: str | None = None
     reason: str | None = None
+    started: str | None = None  # on "finished": when it started, if no "started" came before
 
 
 class Backend(Protocol):

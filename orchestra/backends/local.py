@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import select
 import shlex
 import signal
 import socket
@@ -29,6 +30,8 @@ from orchestra.spec.model import ClusterSpec
 
 LOG_FILE = "log"
 TERM_GRACE = 5.0
+PREFETCH = 16  # jobs queued ahead of the free slots
+STARTED_AFTER = 0.05  # seconds a job runs before it is reported as started
 _RUN_KEY = b"ORCHESTRA_RUN_ID="
 
 
@@ -53,7 +56,9 @@ class LocalBackend:
 
     # Backend protocol ----------------------------------------------------------------------
     def capacity(self) -> int | None:
-        return self._slots - self._in_flight
+        # Keep a few jobs queued beyond the free slots, so that a slot that frees up starts
+        # the next job at once instead of waiting for the engine's thread to hand one over.
+        return self._slots + max(self._slots, PREFETCH) - self._in_flight
 
     def submit(self, run: JobRun) -> None:
         with self._lock:
@@ -114,7 +119,16 @@ class LocalBackend:
         return events
 
     def close(self) -> list[JobRun]:
-        """Stop the pool; terminate what runs (SIGTERM, then SIGKILL after a grace period)."""
+        """Stop the pool; terminate what runs (SIGTERM, then SIGKILL after a grace period).
+        Returns the attempts stopped or never started."""
+        queued: list[JobRun] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                queued.append(item)
         for _ in self._workers:
             self._queue.put(None)
         with self._lock:
@@ -129,7 +143,7 @@ class LocalBackend:
             self._kill_if_running(pid)
         for worker in self._workers:
             worker.join(timeout=TERM_GRACE)
-        return [run for run, _pid in running]
+        return [run for run, _pid in running] + queued
 
     def _kill_if_running(self, pid: int) -> None:
         with self._lock:
@@ -155,9 +169,13 @@ class LocalBackend:
                     )
                 )
                 continue
+            started = now_iso()
             with self._lock:
                 self._running[run.run_id] = (run, pid)
-            self._report(JobEvent(run, "started", now_iso(), pid=pid, node=self._node))
+            if not _ends_within(pid, STARTED_AFTER):
+                # only a job still running after a moment is reported as started: a short one
+                # costs one event, not two (its pid and start time come with its outcome)
+                self._report(JobEvent(run, "started", started, pid=pid, node=self._node))
             _pid, status = os.waitpid(pid, 0)
             code = os.waitstatus_to_exitcode(status)
             with self._lock:
@@ -165,13 +183,29 @@ class LocalBackend:
                 cancelled = run.run_id in self._cancelled
             exit_code = code if code >= 0 else 128 - code
             reason = "cancelled" if cancelled else _reason(code)
-            self._report(JobEvent(run, "finished", now_iso(), exit_code=exit_code, reason=reason))
+            self._report(
+                JobEvent(
+                    run,
+                    "finished",
+                    now_iso(),
+                    exit_code=exit_code,
+                    pid=pid,
+                    node=self._node,
+                    reason=reason,
+                    started=started,
+                )
+            )
 
     def _spawn(self, run: JobRun) -> int:
         """Start ``/bin/sh -c`` with ``posix_spawn`` (much cheaper than ``subprocess.Popen``):
         in a new session, stdin from /dev/null, stdout and stderr appended to the log."""
         job_dir = str(run.job_dir)
-        os.makedirs(job_dir, exist_ok=True)
+        try:
+            os.mkdir(job_dir)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(job_dir, exist_ok=True)
         marker = f"{job_dir}/{EXIT_MARKER}"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(marker)
@@ -213,6 +247,19 @@ class LocalBackend:
                 self._in_flight -= 1
             events.append(_outcome_from_marker(run))
         return events
+
+
+def _ends_within(pid: int, seconds: float) -> bool:
+    """Whether child ``pid`` exits within ``seconds`` (without reaping it)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return False  # no pidfd here: report every job as started
+    try:
+        readable, _w, _x = select.select([fd], [], [], seconds)
+        return bool(readable)
+    finally:
+        os.close(fd)
 
 
 def _reason(code: int) -> str | None:

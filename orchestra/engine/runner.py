@@ -389,7 +389,6 @@ class Engine:
                 "state": "submitted",
                 "attempts": attempt,
                 "run": run_id,
-                "digest": job.digest,
                 "exitCode": None,
                 "reason": None,
                 "warning": None,
@@ -407,7 +406,7 @@ class Engine:
     def _handle(self, run: TaskRun, event: JobEvent) -> None:
         name = event.run.job
         job = run.record.jobs.get(name)
-        if job is None or job.run_id != event.run.run_id:
+        if event.run.run_id not in run.active or job is None or job.run_id != event.run.run_id:
             run.active.pop(event.run.run_id, None)
             return  # an attempt that was replaced (cancelled rerun): its news is old
         if event.kind == "started":
@@ -425,6 +424,8 @@ class Engine:
             )
             return
         fields: dict[str, Any] = {"exitCode": event.exit_code, "finished": event.time}
+        if job.state != "running" and event.started is not None:
+            fields.update(started=event.started, pid=event.pid, node=event.node)
         if event.exit_code == 0:
             fields["state"] = "done"
             fields["reason"] = event.reason  # "recovered": it ended while no orchestra watched

@@ -37,7 +37,7 @@ def _dumps(value: Any) -> str:
 class TaskStore:
     """The sidecar of one task directory. ``load()`` to read; ``append()`` to change it."""
 
-    def __init__(self, task_dir: Path, *, min_interval: float = 0.25) -> None:
+    def __init__(self, task_dir: Path, *, min_interval: float = 0.5) -> None:
         self.task_dir = task_dir
         self.status_path = task_dir / STATUS_FILE
         self.events_path = task_dir / EVENTS_FILE
@@ -49,6 +49,7 @@ class TaskStore:
         self._offset = 0
         self._last_snapshot = 0.0
         self._snapshot_cost = 0.0
+        self._jobs_digest: str | None = None
 
     # reading -----------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -118,6 +119,7 @@ class TaskStore:
         self.task_dir.mkdir(parents=True, exist_ok=True)
         self.record = record
         self._lines = {}
+        self._jobs_digest = None
         self._dirty = set(record.jobs)
         self._stream = open(self.events_path, "ab")  # noqa: SIM115 (closed in close())
         size = self._stream.seek(0, os.SEEK_END)
@@ -143,6 +145,8 @@ class TaskStore:
             self._stream.flush()  # in the kernel now: survives the death of this process
         self._offset += len(data)
         self._dirty.update(self.record.apply(event))
+        if event.get("ev") == "jobs" or "digest" in event or "orphan" in event:
+            self._jobs_digest = None  # the set of (job, inputs digest) may have changed
         if snapshot or event.get("ev") == "task":
             self.snapshot()
         else:
@@ -159,9 +163,9 @@ class TaskStore:
 
     def maybe_snapshot(self) -> None:
         """Snapshot when the last one is older than the debounce interval (which grows with the
-        cost of a snapshot, so that writing status never takes more than ~20% of the time)."""
+        cost of a snapshot, so that writing status never takes more than ~10% of the time)."""
         if self._dirty and time.monotonic() - self._last_snapshot >= max(
-            self.min_interval, 5 * self._snapshot_cost
+            self.min_interval, 10 * self._snapshot_cost
         ):
             self.snapshot()
 
@@ -180,8 +184,11 @@ class TaskStore:
         parts = [_HEADER, "apiVersion: orchestra/v1\n", "kind: TaskStatus\n"]
         parts += [f"{key}: {_dumps(value)}\n" for key, value in header.items()]
         parts.append(f"counts: {_dumps(record.counts())}\n")
-        current = jobs_digest((j.name, j.digest) for j in record.jobs.values() if not j.orphan)
-        parts.append(f"jobsDigest: {_dumps(current)}\n")
+        if self._jobs_digest is None:
+            self._jobs_digest = jobs_digest(
+                (j.name, j.digest) for j in record.jobs.values() if not j.orphan
+            )
+        parts.append(f"jobsDigest: {_dumps(self._jobs_digest)}\n")
         parts.append(f"updated: {_dumps(now_iso())}\n")
         parts.append(f"eventsOffset: {self._offset}\n")
         parts.append("jobs:\n" if record.jobs else "jobs: {}\n")
