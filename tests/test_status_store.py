@@ -78,25 +78,21 @@ def test_a_torn_last_line_is_ignored_and_cut_by_the_next_writer(tmp_path: Path) 
 def test_snapshot_reserialises_only_changed_jobs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from orchestra.status.model import JobRecord
+
     store = _store_with_jobs(tmp_path, 1000)
     store.snapshot()
-    calls = []
-    import orchestra.status.store as module
+    serialised: list[str] = []
+    original = JobRecord.json_line
 
-    original = module._dumps
+    def counting(job: JobRecord) -> str:
+        serialised.append(job.name)
+        return original(job)
 
-    def counting(value: object) -> str:
-        calls.append(value)
-        return original(value)
-
-    monkeypatch.setattr(module, "_dumps", counting)
+    monkeypatch.setattr(JobRecord, "json_line", counting)
     store.append({"ev": "job", "job": "j7", "state": "done"})
     store.snapshot()
-    job_lines = [
-        c for c in calls if isinstance(c, dict) and len(c) == 1 and "config_" not in str(c)
-    ]
-    job_lines = [c for c in calls if isinstance(c, dict) and any(str(k).startswith("j") for k in c)]
-    assert len(job_lines) == 1  # j7 only, not the 1000
+    assert serialised == ["j7"]  # not the 1000
     store.close()
 
 
@@ -126,3 +122,31 @@ def test_a_snapshot_edited_by_hand_is_read_with_a_yaml_parser(tmp_path: Path) ->
     record, offset = read_snapshot(path)
     assert record is not None and record.phase == "done" and record.jobs["j0"].state == "done"
     assert offset == 0
+
+
+def test_job_lines_are_exactly_json(tmp_path: Path) -> None:
+    import json
+
+    from orchestra.status.model import JobRecord
+
+    tricky = JobRecord(
+        'we"ird: #name\\',
+        config="a b'c\u00e9\n.json",
+        test=True,
+        digest="ab",
+        state="failed",
+        attempts=3,
+        exit_code=-1,
+        started="2026",
+        finished="2027",
+        run_id="r",
+        pid=7,
+        node="n\t",
+        reason="line1\nline2 \u2028",
+        warning="w",
+        orphan=True,
+    )
+    for job in (tricky, JobRecord("plain")):
+        line = job.json_line()
+        assert json.loads("{" + line + "}") == {job.name: job.to_json()}
+        assert yaml.safe_load("jobs:\n  " + line + "\n") == {"jobs": {job.name: job.to_json()}}

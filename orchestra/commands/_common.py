@@ -18,8 +18,6 @@ from orchestra.spec.model import ClusterSpec, SpecSet
 from orchestra.status.model import TaskRecord
 from orchestra.status.store import TaskStore
 
-EXIT_TASK_FAILED = 3
-
 
 def load_specs(paths: Sequence[str], directory: str) -> SpecSet:
     """The valid specs under ``paths``; invalid specs stop the command before it changes
@@ -108,3 +106,15 @@ def all_records(specs: SpecSet) -> list[tuple[Path, TaskRecord]]:
             if record is not None:
                 found.append((task_dir, record))
     return found
+
+
+def load_clusters(directory: str) -> SpecSet:
+    """The specs here, read only for their Clusters (status, delete): invalid Tasks do not
+    stop a command that needs only to find the storage."""
+    specs = validate_paths([], Path(directory), offline=True).specs
+    if not specs.clusters:
+        raise FatalError(
+            f"no Cluster documents under {directory}: the storage is found through them",
+            hint="run it in the spec repository, or with -C DIR",
+        )
+    return specs

@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from orchestra.commands._common import EXIT_TASK_FAILED, load_specs, make_full_plan
-from orchestra.commands._progress import make_progress
+from orchestra.commands._common import load_specs, make_full_plan
+from orchestra.commands._run import exit_code, print_outcome, run_engine
 from orchestra.commands.plan import print_plan
-from orchestra.engine.runner import Engine, TaskRun
+from orchestra.engine.runner import TaskRun
 from orchestra.engine.stop import kill_task
 from orchestra.errors import FatalError
-
-FAILED_PHASES = ("broken", "finalized")
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def read_saved_plan(path: Path) -> dict[str, Any] | None:
@@ -74,33 +66,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print_json([], pruned)
         return 0
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        engine = Engine(make_progress(sys.stderr))
-        engine.prepare(work)
-        local = all(t.cluster.backend == "local" for t in work)
-        engine.run(wait=args.wait or local)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    local = all(t.cluster.backend == "local" for t in work)
+    runs = run_engine(work, wait=args.wait or local) or []
     if text:
-        print_outcome(engine.runs)
+        print_outcome(runs)
     else:
-        _print_json(engine.runs, pruned)
-    return EXIT_TASK_FAILED if any(r.phase in FAILED_PHASES for r in engine.runs) else 0
-
-
-def print_outcome(runs: list[TaskRun]) -> None:
-    from orchestra.commands._progress import describe
-
-    print()
-    for run in runs:
-        note = f" ({run.record.message})" if run.record.message else ""
-        print(f"{run.name}: {run.phase}{note}, {describe(run)}")
-    failed = [r.name for r in runs if r.phase in FAILED_PHASES]
-    if failed:
-        print(
-            f"\n'orchestra status {failed[0]} --state failed' lists the failed jobs and their logs."
-        )
+        _print_json(runs, pruned)
+    return exit_code(runs)
 
 
 def _print_json(runs: list[TaskRun], pruned: list[str]) -> None:

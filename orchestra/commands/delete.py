@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from orchestra.commands._common import check_owner, find_task
-from orchestra.commands.status import _specs
+from orchestra.commands._common import check_owner, find_task, load_clusters
 from orchestra.engine.stop import kill_task
 
 
 def run(args: argparse.Namespace) -> int:
     check_owner(args.task, "delete")
-    specs = _specs(args)
+    specs = load_clusters(args.directory)
     found = find_task(specs, args.task)
     if found.record is None:
         if args.purge and found.task_dir.exists():

@@ -9,29 +9,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from orchestra.commands._common import all_records, find_task
+from orchestra.commands._common import all_records, find_task, load_clusters
 from orchestra.errors import FatalError
 from orchestra.fsutil import parse_iso
-from orchestra.spec.checker import validate_paths
 from orchestra.spec.model import SpecSet
 from orchestra.status.model import JOB_STATES, TaskRecord
 
 
-def _specs(args: argparse.Namespace) -> SpecSet:
-    # Status reads what it can: it needs only the Clusters, so invalid Tasks do not stop it.
-    from pathlib import Path
-
-    specs = validate_paths([], Path(args.directory), offline=True).specs
-    if not specs.clusters:
-        raise FatalError(
-            f"no Cluster documents under {args.directory}: status finds the storage through them",
-            hint="run it in the spec repository, or with -C DIR",
-        )
-    return specs
-
-
 def run(args: argparse.Namespace) -> int:
-    specs = _specs(args)
+    specs = load_clusters(args.directory)
     if args.task:
         return _one_task(specs, args)
     records = [record for _dir, record in all_records(specs)]

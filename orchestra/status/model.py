@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json.encoder
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+_quote = json.encoder.encode_basestring_ascii  # the C function json.dumps uses for str
 
 JOB_STATES = ("pending", "submitted", "running", "done", "failed")
 ACTIVE_JOB_STATES = ("submitted", "running")
@@ -95,6 +98,37 @@ class JobRecord:
         if self.orphan:
             out["orphan"] = True
         return out
+
+    def json_line(self) -> str:
+        """``"name": {...}`` as ``json.dumps({name: self.to_json()})`` would write it, built
+        directly (json.dumps costs ~5 us a call, which is most of a 100,000-job snapshot)."""
+        q = _quote
+        parts = []
+        if self.config:
+            parts.append(f'"config": {q(self.config)}')
+        if self.test:
+            parts.append('"test": true')
+        if self.digest:
+            parts.append(f'"digest": {q(self.digest)}')
+        parts.append(f'"state": {q(self.state)}')
+        parts.append(f'"attempts": {int(self.attempts)}')
+        if self.exit_code is not None:
+            parts.append(f'"exitCode": {int(self.exit_code)}')
+        for key, value in (
+            ("started", self.started),
+            ("finished", self.finished),
+            ("run", self.run_id),
+        ):
+            if value is not None:
+                parts.append(f'"{key}": {q(value)}')
+        if self.pid is not None:
+            parts.append(f'"pid": {int(self.pid)}')
+        for key, value in (("node", self.node), ("reason", self.reason), ("warning", self.warning)):
+            if value is not None:
+                parts.append(f'"{key}": {q(value)}')
+        if self.orphan:
+            parts.append('"orphan": true')
+        return f"{q(self.name)}: {{{', '.join(parts)}}}"
 
     def update(self, fields: dict[str, Any]) -> None:
         for key, value in fields.items():
@@ -197,4 +231,5 @@ class TaskRecord:
 def jobs_digest(pairs: Iterable[tuple[str, str]]) -> str:
     """Digest of a task's (job name, inputs digest) pairs, in any order: the snapshot records
     it, so that a plan whose jobs all match need not read the job lines."""
-    return hashlib.sha256("".join(f"{n}\0{d}\0" for n, d in sorted(pairs)).encode()).hexdigest()
+    text = "\0".join(f"{n}\0{d}" for n, d in sorted(pairs))
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -178,7 +178,7 @@ class TaskStore:
         for name in self._dirty:
             job = record.jobs.get(name)
             if job is not None:
-                lines[name] = f"  {_dumps({name: job.to_json()})[1:-1]}\n"
+                lines[name] = f"  {job.json_line()}\n"
         self._dirty.clear()
         header = record.header_json()
         parts = [_HEADER, "apiVersion: orchestra/v1\n", "kind: TaskStatus\n"]

@@ -1,0 +1,62 @@
+"""Driving the engine from a command (apply, retry): SIGTERM as Ctrl-C, progress, outcome."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from orchestra.commands._progress import describe, make_progress
+from orchestra.engine.runner import Engine, TaskRun
+from orchestra.plan.desired import DesiredTask
+
+EXIT_TASK_FAILED = 3
+FAILED_PHASES = ("broken", "finalized")
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI job cancelled, ``kill``) stops cleanly, like Ctrl-C."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_engine(
+    work: list[DesiredTask], *, retry: Iterable[str] = (), wait: bool = True
+) -> list[TaskRun] | None:
+    """Prepare and drive ``work``; None when, once prepared, there was nothing to run."""
+    with sigterm_as_interrupt():
+        engine = Engine(make_progress(sys.stderr))
+        engine.prepare(work, retry=retry)
+        if all(not r.count("pending") and not r.active for r in engine.runs) and all(
+            r.phase in ("done", "finalized", "broken", "killed") for r in engine.runs
+        ):
+            engine.release()
+            return None
+        engine.run(wait=wait)
+    return engine.runs
+
+
+def exit_code(runs: list[TaskRun]) -> int:
+    return EXIT_TASK_FAILED if any(r.phase in FAILED_PHASES for r in runs) else 0
+
+
+def print_outcome(runs: list[TaskRun]) -> None:
+    print()
+    for run in runs:
+        note = f" ({run.record.message})" if run.record.message else ""
+        print(f"{run.name}: {run.phase}{note}, {describe(run)}")
+    failed = [r.name for r in runs if r.phase in FAILED_PHASES]
+    if failed:
+        print(
+            f"\n'orchestra status {failed[0]} --state failed' lists the failed jobs and their logs."
+        )
