@@ -9,6 +9,7 @@ PYTHON ?= $(shell python3 -c 'import sys; print(sys.executable)' 2>/dev/null || 
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
 SOURCES := orchestra tests benchmarks examples
 TUTORIAL := examples/tasks/tutorial
 
@@ -21,9 +22,14 @@ help:
 	@echo "make bench  the benchmarks under benchmarks/"
 	@echo "make clean  remove .venv, caches and demo outputs"
 
-$(STAMP): pyproject.toml
+# The demo needs only orchestra's own dependencies; the tests add the dev tools on top.
+$(RUNTIME_STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "python3 not found: install Python >= 3.10" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	@touch $@
+
+$(STAMP): $(RUNTIME_STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
@@ -48,7 +54,7 @@ test-fast: $(STAMP)
 # The tutorial end to end in a scratch repository .demo/ (git-ignored): the specs of
 # examples/tasks/tutorial, the data file and 100 configs generated into its storage.
 DEMO := .demo
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	rm -rf $(DEMO) && mkdir -p $(DEMO)/storage/alice/files
 	cp -r $(TUTORIAL)/cluster.yaml $(TUTORIAL)/users $(DEMO)/
 	$(PY) $(TUTORIAL)/create_data.py -o $(DEMO)/storage/alice/files/my_data_file.json

@@ -34,6 +34,7 @@ def test_snapshot_is_yaml_and_equals_the_replayed_log(tmp_path: Path) -> None:
         "state": "done",
         "attempts": 1,
         "exitCode": 0,
+        "log": "jobs/j1/log",
     }
     assert data["jobs"]['we"ird: #name']["reason"] == "a\nb"
     assert data["counts"]["pending"] == 4 and data["counts"]["failed"] == 1
@@ -148,5 +149,6 @@ def test_job_lines_are_exactly_json(tmp_path: Path) -> None:
     )
     for job in (tricky, JobRecord("plain")):
         line = job.json_line()
-        assert json.loads("{" + line + "}") == {job.name: job.to_json()}
-        assert yaml.safe_load("jobs:\n  " + line + "\n") == {"jobs": {job.name: job.to_json()}}
+        expected = {**job.to_json(), "log": f"jobs/{job.name}/log"}
+        assert json.loads("{" + line + "}") == {job.name: expected}
+        assert yaml.safe_load("jobs:\n  " + line + "\n") == {"jobs": {job.name: expected}}

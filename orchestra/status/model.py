@@ -128,6 +128,7 @@ class JobRecord:
                 parts.append(f'"{key}": {q(value)}')
         if self.orphan:
             parts.append('"orphan": true')
+        parts.append(f'"log": {q(f"jobs/{self.name}/log")}')  # derived: not read back
         return f"{q(self.name)}: {{{', '.join(parts)}}}"
 
     def update(self, fields: dict[str, Any]) -> None:
