@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -282,3 +283,35 @@ def test_no_op_plan_reads_only_snapshot_headers_and_still_sees_changes(repo: Rep
     record = planned.observed[task]
     assert record is not None and record.jobs_loaded and record.phase == "running"
     assert planned.plan.tasks[0].action == "resume"
+
+
+def test_removing_the_config_of_a_running_job_stops_it(repo: Repo) -> None:
+    from orchestra.backends.local import _processes_by_run_id
+    from orchestra.status.store import TaskStore
+
+    repo.configs({"c0.txt": "ok\n", "c1.txt": "ok\n"})
+    task = repo.task(exec="sleep 30; cat %IN > %OUT # %DATA", bypass=True)
+    apply = repo.spawn("apply")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        record = TaskStore(repo.task_dir(task)).load()
+        if record is not None and record.counts()["running"] == 2:
+            break
+        time.sleep(0.05)
+    apply.kill()  # the orchestrator dies; its jobs run on
+    apply.wait(timeout=30)
+    record = TaskStore(repo.task_dir(task)).load()
+    assert record is not None
+    orphan_run = record.jobs["c1"].run_id
+    assert orphan_run in _processes_by_run_id()
+    (repo.files / "configs" / "c1.txt").unlink()
+    repo.tasks[task]["exec"] = "cat %IN > %OUT # %DATA"
+    repo.write()
+    assert repo.orchestra("apply") == 0
+    jobs = repo.status(task)["jobs"]
+    assert jobs["c0"]["state"] == "done"
+    assert jobs["c1"]["orphan"] is True and jobs["c1"]["state"] == "pending"
+    deadline = time.monotonic() + 10
+    while orphan_run in _processes_by_run_id() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert orphan_run not in _processes_by_run_id()  # stopped, not left to run

@@ -212,9 +212,11 @@ class Engine:
                 changes.append({**item, "orphan": False})
         for name, seen in record.jobs.items():
             if name not in wanted and not seen.orphan:
-                changes.append({"name": name, "orphan": True})
+                orphaned: dict[str, Any] = {"name": name, "orphan": True}
                 if seen.state in ACTIVE_JOB_STATES and seen.run_id:
-                    cancel.append(seen.run_id)
+                    cancel.append(seen.run_id)  # its config is gone: stop it, keep its files
+                    orphaned.update(state="pending", reason="cancelled: config file removed")
+                changes.append(orphaned)
         if cancel:
             run.backend.cancel(cancel)
             for run_id in cancel:
