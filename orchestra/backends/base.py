@@ -23,6 +23,7 @@ class JobRun:
     job_dir: Path
     image: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    output: str = ""  # the file the job should write (%OUT), as orchestra sees it
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class JobEvent:
     node: str | None = None
     reason: str | None = None
     started: str | None = None  # on "finished": when it started, if no "started" came before
+    output_written: bool | None = None  # on "finished": whether run.output exists (None: unknown)
 
 
 class Backend(Protocol):

@@ -183,6 +183,7 @@ class LocalBackend:
                 cancelled = run.run_id in self._cancelled
             exit_code = code if code >= 0 else 128 - code
             reason = "cancelled" if cancelled else _reason(code)
+            written = os.path.exists(run.output) if run.output and exit_code == 0 else None
             self._report(
                 JobEvent(
                     run,
@@ -193,6 +194,7 @@ class LocalBackend:
                     node=self._node,
                     reason=reason,
                     started=started,
+                    output_written=written,
                 )
             )
 

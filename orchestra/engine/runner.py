@@ -115,6 +115,8 @@ class Engine:
         self.progress = progress
         self.backends: dict[str, Backend] = {}
         self.runs: list[TaskRun] = []
+        self._token = uuid.uuid4().hex[:16]
+        self._attempts = 0
 
     # preparation ---------------------------------------------------------------------------
     def prepare(
@@ -377,14 +379,16 @@ class Engine:
             command=run.commands.get(job.name, ""),
             job_dir=run.desired.job_dir(job.name),
             image=spec.image,
-            env=dict(spec.env),
+            env=spec.env,
+            output=f"{run.desired.task_dir}/jobs/{job.name}/{spec.output}",
         )
 
     def _submitted(self, run: TaskRun, name: str) -> JobRun:
         """Log the next attempt of ``name`` as submitted (not flushed yet); return it."""
         job = run.record.jobs[name]
         attempt = job.attempts + 1
-        run_id = uuid.uuid4().hex
+        self._attempts += 1
+        run_id = f"{self._token}{self._attempts:08x}"  # unique: a random token per process
         run.job_event(
             name,
             {
@@ -431,8 +435,11 @@ class Engine:
         if event.exit_code == 0:
             fields["state"] = "done"
             fields["reason"] = event.reason  # "recovered": it ended while no orchestra watched
-            output = run.desired.job_dir(name) / run.desired.spec.output
-            if not os.path.exists(output):
+            written = event.output_written
+            if written is None:
+                output = run.desired.job_dir(name) / run.desired.spec.output
+                written = os.path.exists(event.run.output or output)
+            if not written:
                 fields["warning"] = f"exited 0 but wrote no {run.desired.spec.output}"
         elif job.attempts <= run.desired.spec.max_retries:
             fields["state"] = "pending"  # retried
