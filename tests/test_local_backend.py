@@ -116,4 +116,5 @@ def test_close_stops_running_and_returns_queued_attempts(tmp_path: Path) -> None
     assert _collect(backend, 1)[0].kind == "started"
     stopped = backend.close()
     assert sorted(r.job for r in stopped) == ["j0", "j1", "j2"]
-    assert not (tmp_path / "jobs" / "j1").exists()  # never started
+    assert not (tmp_path / "jobs" / "j1" / EXIT_MARKER).exists()  # never started
+    assert (tmp_path / "jobs" / "j1" / "log").read_text() == ""

@@ -38,7 +38,8 @@ _RUN_KEY = b"ORCHESTRA_RUN_ID="
 class LocalBackend:
     def __init__(self, cluster: ClusterSpec) -> None:
         self._slots = cluster.max_parallel or os.cpu_count() or 1
-        self._queue: queue.Queue[JobRun | None] = queue.Queue()
+        # (attempt, its log's file descriptor or the error preparing it); None stops a slot
+        self._queue: queue.Queue[tuple[JobRun, int | OSError] | None] = queue.Queue()
         self._events: queue.Queue[JobEvent] = queue.Queue()
         self._lock = threading.Lock()
         self._running: dict[str, tuple[JobRun, int]] = {}  # run id -> (attempt, pid)
@@ -61,9 +62,16 @@ class LocalBackend:
         return self._slots + max(self._slots, PREFETCH) - self._in_flight
 
     def submit(self, run: JobRun) -> None:
+        # The job's directory and log are prepared here, in the caller's thread, so that a slot
+        # that frees up only has to start the process.
         with self._lock:
             self._in_flight += 1
-        self._queue.put(run)
+        prepared: int | OSError
+        try:
+            prepared = _prepare(run)
+        except OSError as exc:
+            prepared = exc
+        self._queue.put((run, prepared))
 
     def _report(self, event: JobEvent) -> None:
         if event.kind != "started":
@@ -128,7 +136,10 @@ class LocalBackend:
             except queue.Empty:
                 break
             if item is not None:
-                queued.append(item)
+                run, prepared = item
+                if isinstance(prepared, int):
+                    os.close(prepared)
+                queued.append(run)
         for _ in self._workers:
             self._queue.put(None)
         with self._lock:
@@ -154,14 +165,19 @@ class LocalBackend:
     # the pool ------------------------------------------------------------------------------
     def _work(self) -> None:
         while True:
-            run = self._queue.get()
-            if run is None:
+            item = self._queue.get()
+            if item is None:
                 return
+            run, prepared = item
             if run.run_id in self._cancelled:
+                if isinstance(prepared, int):
+                    os.close(prepared)
                 self._report(JobEvent(run, "finished", now_iso(), reason="cancelled"))
                 continue
             try:
-                pid = self._spawn(run)
+                if isinstance(prepared, OSError):
+                    raise prepared
+                pid = self._spawn(run, prepared)
             except OSError as exc:
                 self._report(
                     JobEvent(
@@ -198,20 +214,13 @@ class LocalBackend:
                 )
             )
 
-    def _spawn(self, run: JobRun) -> int:
+    def _spawn(self, run: JobRun, log: int) -> int:
         """Start ``/bin/sh -c`` with ``posix_spawn`` (much cheaper than ``subprocess.Popen``):
-        in a new session, stdin from /dev/null, stdout and stderr appended to the log."""
+        in a new session, stdin from /dev/null, stdout and stderr appended to the log (whose
+        descriptor this closes)."""
         job_dir = str(run.job_dir)
-        try:
-            os.mkdir(job_dir)
-        except FileExistsError:
-            pass
-        except FileNotFoundError:
-            os.makedirs(job_dir, exist_ok=True)
-        marker = f"{job_dir}/{EXIT_MARKER}"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(marker)
-        trap = f'printf \'%s %s\\n\' "$?" "$ORCHESTRA_RUN_ID" > {shlex.quote(marker)}'
+        marker = shlex.quote(f"{job_dir}/{EXIT_MARKER}")
+        trap = f'printf \'%s %s\\n\' "$?" "$ORCHESTRA_RUN_ID" > {marker}'
         cd = f"cd {shlex.quote(job_dir)} || exit 126"  # posix_spawn has no cwd
         script = f"{cd}\ntrap {shlex.quote(trap)} EXIT\n{run.command}"
         env = self._base_env | run.env
@@ -221,7 +230,6 @@ class LocalBackend:
             ORCHESTRA_ATTEMPT=str(run.attempt),
             ORCHESTRA_RUN_ID=run.run_id,
         )
-        log = os.open(f"{job_dir}/{LOG_FILE}", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             return os.posix_spawn(
                 "/bin/sh",
@@ -249,6 +257,19 @@ class LocalBackend:
                 self._in_flight -= 1
             events.append(_outcome_from_marker(run))
         return events
+
+
+def _prepare(run: JobRun) -> int:
+    """Make the job's directory and open its log for appending; return the descriptor. An
+    exit marker of an earlier attempt may stay: it names its own run id, never this one."""
+    job_dir = str(run.job_dir)
+    try:
+        os.mkdir(job_dir)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(job_dir, exist_ok=True)
+    return os.open(f"{job_dir}/{LOG_FILE}", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
 
 def _ends_within(pid: int, seconds: float) -> bool:
