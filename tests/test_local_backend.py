@@ -33,9 +33,9 @@ def test_outcomes_and_capacity(tmp_path: Path) -> None:
     try:
         room = backend.capacity()
         assert room == 2 + PREFETCH  # two slots, and a queue ahead of them
-        backend.submit(_run(tmp_path, "ok", "echo hello"))
-        backend.submit(_run(tmp_path, "bad", "exit 9"))
-        assert backend.capacity() == room - 2
+        backend.submit(_run(tmp_path, "ok", "sleep 0.5; echo hello"))
+        backend.submit(_run(tmp_path, "bad", "sleep 0.5; exit 9"))
+        assert backend.capacity() == room - 2  # until they finish
         events = _collect(backend, 2)
         finished = {e.run.job: e for e in events if e.kind == "finished"}
         assert finished["ok"].exit_code == 0 and finished["bad"].exit_code == 9
