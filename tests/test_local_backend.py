@@ -36,15 +36,25 @@ def test_outcomes_and_capacity(tmp_path: Path) -> None:
         backend.submit(_run(tmp_path, "ok", "sleep 0.5; echo hello"))
         backend.submit(_run(tmp_path, "bad", "sleep 0.5; exit 9"))
         assert backend.capacity() == room - 2  # until they finish
-        events = _collect(backend, 2)
+        events = _collect(backend, 4)
         finished = {e.run.job: e for e in events if e.kind == "finished"}
         assert finished["ok"].exit_code == 0 and finished["bad"].exit_code == 9
-        # short jobs report no separate "started": their outcome carries pid and start time
-        assert not [e for e in events if e.kind == "started"]
-        assert finished["ok"].pid is not None and finished["ok"].started is not None
+        assert {e.run.job for e in events if e.kind == "started"} == {"ok", "bad"}
         assert backend.capacity() == room
         assert (tmp_path / "jobs" / "ok" / "log").read_text() == "hello\n"
         assert (tmp_path / "jobs" / "bad" / EXIT_MARKER).read_text() == "9 run-bad\n"
+    finally:
+        backend.close()
+
+
+def test_short_jobs_report_one_event_with_pid_and_start(tmp_path: Path) -> None:
+    backend = LocalBackend(_cluster(tmp_path))
+    try:
+        backend.submit(_run(tmp_path, "quick", "true"))
+        (event,) = _collect(backend, 1)
+        assert event.kind == "finished" and event.exit_code == 0
+        assert event.pid is not None and event.started is not None
+        assert not _collect(backend, 1, timeout=0.5)  # and nothing else
     finally:
         backend.close()
 
