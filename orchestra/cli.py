@@ -261,6 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except OSError as exc:
+        # the file system said no (full disk, read-only storage, permissions): not a bug
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"orchestra: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except Exception as exc:
         if os.environ.get("ORCHESTRA_DEBUG"):
             raise

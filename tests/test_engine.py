@@ -315,3 +315,40 @@ def test_removing_the_config_of_a_running_job_stops_it(repo: Repo) -> None:
     while orphan_run in _processes_by_run_id() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert orphan_run not in _processes_by_run_id()  # stopped, not left to run
+
+
+def test_a_backend_not_built_yet_changes_nothing(
+    repo: Repo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    repo.configs({"c0.txt": "ok\n"})
+    task = repo.task()
+    cluster = yaml.safe_load((repo.root / "cluster.yaml").read_text())
+    cluster["spec"].update(backend="slurm")
+    (repo.root / "cluster.yaml").write_text(yaml.safe_dump(cluster))
+    capsys.readouterr()
+    assert repo.orchestra("apply") == 1
+    assert "the slurm backend is not built yet" in capsys.readouterr().err
+    assert not repo.task_dir(task).exists()
+
+
+def test_read_only_storage_is_a_clear_error(
+    repo: Repo, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import orchestra.status.store as store_module
+
+    repo.configs({"c0.txt": "ok\n"})
+    repo.task()
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(repo.storage))
+
+    monkeypatch.setattr(store_module.TaskStore, "open", read_only)
+    capsys.readouterr()
+    assert repo.orchestra("apply") == 1
+    err = capsys.readouterr().err
+    assert f"orchestra: error: {repo.storage}: Read-only file system" in err
+    assert "Traceback" not in err and "bug" not in err

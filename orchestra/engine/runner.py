@@ -143,6 +143,7 @@ class Engine:
         return backend
 
     def _prepare_task(self, task: DesiredTask, retry: bool, commit: str | None) -> None:
+        backend = self._backend(task)  # first: a backend that cannot be had touches nothing
         lock = TaskLock(task.task_dir)
         lock.acquire(task.name)
         store = TaskStore(task.task_dir)
@@ -154,7 +155,7 @@ class Engine:
         except BaseException:
             lock.release()
             raise
-        run = TaskRun(task, store, lock, record, self._backend(task), commit)
+        run = TaskRun(task, store, lock, record, backend, commit)
         run.commands = {job.name: job.command for job in task.jobs}
         self.runs.append(run)
         run.rebuild_counters()
