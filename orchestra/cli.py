@@ -79,6 +79,13 @@ running jobs, leaves them pending and exits 130; the next apply resumes.
 exit codes: 0 done, 1 error, 3 a task this run acted on ended broken or finalized.
 """
 
+RENDER_EPILOG = """\
+examples:
+  orchestra render user.alice.my_task_tutorial | less
+  orchestra render user.alice.my_task_tutorial -o manifests/ --validate
+  orchestra render user.alice.my_task_tutorial | kubectl apply --dry-run=client -f -
+"""
+
 STATUS_EPILOG = """\
 examples:
   orchestra status
@@ -185,6 +192,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="with TASK: only jobs in this state",
     )
     _add_format(status)
+
+    render = _command(
+        commands,
+        "render",
+        "show what the backend would submit for a task",
+        "Render the Kubernetes Job manifests of TASK (or, on the local backend, the shell "
+        "script of each job), without submitting anything.",
+        RENDER_EPILOG,
+    )
+    render.add_argument("task", metavar="TASK")
+    render.add_argument("-o", "--out", metavar="DIR", help="write one file per job into DIR")
+    render.add_argument(
+        "--validate",
+        action="store_true",
+        help="check each manifest against the Kubernetes OpenAPI schema (strict)",
+    )
 
     retry = _command(
         commands,

@@ -23,6 +23,8 @@ class KubernetesSettings:
     mount_path: str
     context: str | None
     templates: Path | None
+    ttl_seconds_after_finished: int = 86400
+    active_deadline_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,8 @@ def cluster_from(doc: Document, base_dir: Path) -> ClusterSpec:
             mount_path=kube.get("mountPath", str(storage)),
             context=kube.get("context"),
             templates=(base_dir / templates) if templates else None,
+            ttl_seconds_after_finished=kube.get("ttlSecondsAfterFinished", 86400),
+            active_deadline_seconds=kube.get("activeDeadlineSeconds"),
         )
     slurm = spec.get("slurm") or {}
     return ClusterSpec(
