@@ -11,10 +11,11 @@ from orchestra.engine.runner import Progress, TaskRun
 
 
 def describe(run: TaskRun) -> str:
-    done, failed = run.count("done"), run.count("failed")
-    running = run.count("running") + run.count("submitted")
-    total = done + failed + running + run.count("pending")
-    return f"{done}/{total} done, {running} running, {failed} failed"
+    done, failed, running = run.count("done"), run.count("failed"), run.count("running")
+    queued = run.count("submitted")  # handed to the backend, waiting for a slot
+    total = done + failed + running + queued + run.count("pending")
+    text = f"{done}/{total} done, {running} running, {failed} failed"
+    return text + (f", {queued} queued" if queued else "")
 
 
 class PlainProgress:

@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
                 record.name,
                 record.phase,
                 str(counts["done"]),
-                str(counts["running"] + counts["submitted"]),
+                str(counts["running"]),
                 str(counts["failed"]),
-                str(counts["pending"]),
+                str(counts["pending"] + counts["submitted"]),  # submitted: waiting for a slot
                 _age(record.started or record.created),
                 _duration(record.started, record.finished),
             )
