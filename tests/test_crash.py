@@ -23,18 +23,8 @@ EXEC = (
 )
 
 
-@pytest.mark.slow
-def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ORCHESTRA_USER", "alice")
-    rng = random.Random(20261125)
-    repo = Repo(tmp_path)
-    configs = {f"c{i:02d}.txt": f"0.{rng.randint(5, 35):02d}\n" for i in range(JOBS)}
-    configs["c07.txt"] = "fail\n"  # fails for good after its retry: the task ends finalized
-    repo.configs(configs)
-    task = repo.task(exec=EXEC, testJobs=5, maxRetries=1)
-
+def _kill_repeatedly(repo: Repo, configs: dict[str, str], rng: random.Random) -> int:
+    """Start apply and SIGKILL it after a random moment, KILLS times."""
     kills = 0
     for _round in range(200):
         if kills == KILLS:
@@ -52,6 +42,22 @@ def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(
         process.kill()
         process.communicate()
         kills += 1
+    return kills
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCHESTRA_USER", "alice")
+    rng = random.Random(20261125)
+    repo = Repo(tmp_path)
+    configs = {f"c{i:02d}.txt": f"0.{rng.randint(5, 35):02d}\n" for i in range(JOBS)}
+    configs["c07.txt"] = "fail\n"  # fails for good after its retry: the task ends finalized
+    repo.configs(configs)
+    task = repo.task(exec=EXEC, testJobs=5, maxRetries=1)
+
+    kills = _kill_repeatedly(repo, configs, rng)
     assert kills == KILLS
     repo.orchestra("apply")  # the run that finishes the work
     final = repo.orchestra("apply")
