@@ -11,6 +11,7 @@ from orchestra.spec.model import ClusterSpec
 
 _REGISTRY = {
     "local": "orchestra.backends.local:LocalBackend",
+    "kubernetes": "orchestra.backends.kubernetes:KubernetesBackend",
 }
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from orchestra.spec.model import TaskSpec
+
 EXIT_MARKER = ".orchestra-exit"
 
 
@@ -24,6 +26,10 @@ class JobRun:
     image: str = ""
     env: dict[str, str] = field(default_factory=dict)
     output: str = ""  # the file the job should write (%OUT), as orchestra sees it
+    spec: TaskSpec | None = None  # the Task, for backends that render manifests
+    spec_digest: str = ""
+    digest: str = ""  # the job's inputs digest
+    commit: str | None = None
 
 
 @dataclass(frozen=True)

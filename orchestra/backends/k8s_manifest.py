@@ -145,6 +145,7 @@ class ManifestRenderer:
                 "orchestra.io/inputs-digest": job.digest,
                 "orchestra.io/commit": commit or "",
                 "orchestra.io/attempt": str(attempt),
+                "orchestra.io/run-id": run_id,
             },
             "ttl_seconds_after_finished": self.settings.ttl_seconds_after_finished,
             "active_deadline_seconds": self.settings.active_deadline_seconds,

@@ -382,6 +382,10 @@ class Engine:
             image=spec.image,
             env=spec.env,
             output=f"{run.desired.task_dir}/jobs/{job.name}/{spec.output}",
+            spec=spec,
+            spec_digest=run.desired.spec_digest,
+            digest=job.digest,
+            commit=run.commit,
         )
 
     def _submitted(self, run: TaskRun, name: str) -> JobRun:

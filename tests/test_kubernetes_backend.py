@@ -1,0 +1,153 @@
+"""The engine's lifecycle on the Kubernetes backend, against the fake API server over HTTP
+(the real ``kubernetes`` client; a thread plays the kubelet and ends the Jobs)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestra.backends import kubernetes as kube_backend
+from tests.fakes.kube_apiserver import FakeKubeAPIServer
+from tests.helpers import Repo
+
+
+class Kubelet:
+    """Ends every Job the fake holds: exit 0, or the code ``outcome(job name)`` gives."""
+
+    def __init__(self, server: FakeKubeAPIServer) -> None:
+        self.server = server
+        self.outcome: dict[str, tuple[int, str | None]] = {}  # orchestra job -> (code, reason)
+        self.paused = threading.Event()
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.02):
+            if self.paused.is_set():
+                continue
+            for job in self.server.jobs():
+                if job.get("status"):
+                    continue
+                orchestra_job = job["metadata"]["annotations"]["orchestra.io/job-name"]
+                code, reason = self.outcome.get(orchestra_job, (0, None))
+                self.server.finish_job(
+                    job["metadata"]["namespace"], job["metadata"]["name"], code, reason
+                )
+
+    def __enter__(self) -> Kubelet:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.thread.join()
+
+
+@pytest.fixture
+def server() -> Iterator[FakeKubeAPIServer]:
+    with FakeKubeAPIServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+def repo(tmp_path: Path, server: FakeKubeAPIServer, monkeypatch: pytest.MonkeyPatch) -> Repo:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": server.url}}],
+                "users": [{"name": "u", "user": {}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
+                "current-context": "fake",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("ORCHESTRA_USER", "alice")
+    monkeypatch.setattr(kube_backend.KubernetesBackend, "poll_interval", 0.05)
+    repo = Repo(tmp_path / "repo")
+    cluster = yaml.safe_load((repo.root / "cluster.yaml").read_text())
+    cluster["spec"].update(
+        backend="kubernetes",
+        kubernetes={"volumeClaim": "shared", "mountPath": "/mnt/shared", "context": "fake"},
+    )
+    (repo.root / "cluster.yaml").write_text(yaml.safe_dump(cluster))
+    return repo
+
+
+def test_apply_wait_runs_every_job_once_on_the_cluster(
+    repo: Repo, server: FakeKubeAPIServer
+) -> None:
+    repo.configs({f"c{i}.txt": "ok\n" for i in range(6)})
+    task = repo.task(testJobs=2)
+    with Kubelet(server):
+        assert repo.orchestra("apply", "--wait") == 0
+    status = repo.status(task)
+    assert status["phase"] == "done" and status["counts"]["done"] == 6
+    assert server.requests["PATCH Job"] == 6  # one server-side apply per job
+    assert server.requests["DELETE Job"] == 0
+    assert len(server.jobs("orchestra-alice")) == 6
+    writes = server.requests["PATCH Job"]
+    assert repo.orchestra("apply", "--wait") == 0  # nothing to do: no write at all
+    assert server.requests["PATCH Job"] == writes
+
+
+def test_a_failed_test_job_breaks_the_task_with_the_pods_reason(
+    repo: Repo, server: FakeKubeAPIServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo.configs({f"c{i}.txt": "ok\n" for i in range(4)})
+    task = repo.task(testJobs=2, maxRetries=1)
+    with Kubelet(server) as kubelet:
+        kubelet.outcome["c1"] = (137, "OOMKilled")
+        assert repo.orchestra("apply", "--wait") == 3
+    status = repo.status(task)
+    assert status["phase"] == "broken"
+    job = status["jobs"]["c1"]
+    assert (job["state"], job["attempts"], job["exitCode"], job["reason"]) == (
+        "failed",
+        2,
+        137,
+        "OOMKilled",
+    )
+    assert server.requests["DELETE Job"] == 1  # the retry replaced the first attempt's Job
+    assert "c2" not in {
+        j["metadata"]["annotations"]["orchestra.io/job-name"] for j in server.jobs()
+    }
+    capsys.readouterr()
+    repo.orchestra("status", task, "--state", "failed")
+    assert "OOMKilled" in capsys.readouterr().out
+
+
+def test_apply_without_wait_submits_and_a_later_apply_follows_them(
+    repo: Repo, server: FakeKubeAPIServer
+) -> None:
+    repo.configs({f"c{i}.txt": "ok\n" for i in range(3)})
+    task = repo.task(bypass=True)
+    assert repo.orchestra("apply") == 0  # no kubelet: the Jobs wait in the cluster
+    status = repo.status(task)
+    assert status["phase"] == "running" and status["counts"]["submitted"] == 3
+    with Kubelet(server):
+        assert repo.orchestra("apply", "--wait") == 0
+    assert repo.status(task)["phase"] == "done"
+    assert server.requests["PATCH Job"] == 3  # found again, not submitted twice
+
+
+def test_a_job_missing_from_the_cluster_is_lost_and_submitted_again(
+    repo: Repo, server: FakeKubeAPIServer
+) -> None:
+    repo.configs({"c0.txt": "ok\n"})
+    task = repo.task(bypass=True)
+    assert repo.orchestra("apply") == 0
+    (job,) = server.jobs()
+    server.delete("Job", "orchestra-alice", job["metadata"]["name"])
+    with Kubelet(server):
+        assert repo.orchestra("apply", "--wait") == 0
+    status = repo.status(task)
+    assert status["jobs"]["c0"]["state"] == "done"
+    assert server.requests["PATCH Job"] == 2
