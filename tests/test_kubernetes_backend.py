@@ -151,3 +151,53 @@ def test_a_job_missing_from_the_cluster_is_lost_and_submitted_again(
     status = repo.status(task)
     assert status["jobs"]["c0"]["state"] == "done"
     assert server.requests["PATCH Job"] == 2
+
+
+def test_injected_api_faults_are_survived(repo: Repo, server: FakeKubeAPIServer) -> None:
+    repo.configs({f"c{i}.txt": "ok\n" for i in range(20)})
+    task = repo.task(testJobs=3)
+    server.faults.rate, server.faults.kinds, server.faults.retry_after = (
+        0.1,
+        ("429", "500", "drop"),
+        0,
+    )
+    server.faults.seed = 7
+    server.faults.__post_init__()
+    with Kubelet(server):
+        assert repo.orchestra("apply", "--wait") == 0
+    status = repo.status(task)
+    assert status["phase"] == "done"
+    assert all(job["attempts"] == 1 for job in status["jobs"].values())  # none ran twice
+    assert len(server.jobs("orchestra-alice")) == 20
+    assert sum(server.faults.injected.values()) >= 3
+
+
+def test_delete_cancels_the_jobs_in_the_cluster(repo: Repo, server: FakeKubeAPIServer) -> None:
+    repo.configs({f"c{i}.txt": "ok\n" for i in range(3)})
+    task = repo.task(bypass=True)
+    assert repo.orchestra("apply") == 0
+    assert len(server.jobs()) == 3
+    assert repo.orchestra("delete", task) == 0
+    assert server.jobs() == []
+    status = repo.status(task)
+    assert status["phase"] == "killed" and status["counts"]["pending"] == 3
+
+
+def test_rate_limiter_spends_tokens_then_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(kube_backend.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(kube_backend.time, "sleep", sleep)
+    limiter = kube_backend.RateLimiter(qps=10, burst=3)
+    for _ in range(5):
+        limiter.acquire()
+    assert len(slept) == 2 and all(abs(s - 0.1) < 1e-9 for s in slept)  # burst 3, then 10/s
+    clock[0] += 10  # idle: the bucket refills to the burst, no more
+    for _ in range(3):
+        limiter.acquire()
+    assert len(slept) == 2

@@ -6,9 +6,11 @@ service account when orchestra runs in a pod. Status comes from one paginated li
 task's Jobs per poll (label ``orchestra.io/task``), never a GET per job; a failed Job's pods
 are listed (again one call per task) to learn the exit code and reason (OOMKilled, ...).
 
-Built so far: submit (server-side apply, field manager ``orchestra``; a new attempt of a job
-deletes the previous Job first), poll, cancel, recover. Not yet: client-side rate limiting,
-retries with backoff on 429/5xx/connection errors, pruning orphaned Jobs.
+Every request goes through a client-side rate limit (the Cluster's ``qps``/``burst``,
+default 20/30) and is retried on 429, 5xx and connection errors with backoff, honouring
+``Retry-After``. Built so far: submit (server-side apply, field manager ``orchestra``; a new
+attempt of a job deletes the previous Job first), poll, cancel, recover. Not yet: pruning
+orphaned Jobs by label.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 
 from orchestra.backends.base import JobEvent, JobRun
@@ -31,6 +34,29 @@ FIELD_MANAGER = "orchestra"
 PAGE = 500
 POLL_INTERVAL = 2.0
 _APPLY = "application/apply-patch+yaml"
+
+
+MAX_TRIES = 8
+_TRANSIENT = (429, 500, 502, 503, 504)
+
+
+class RateLimiter:
+    """Token bucket: ``qps`` requests a second on average, ``burst`` at once."""
+
+    def __init__(self, qps: float, burst: int) -> None:
+        self.qps, self.burst = qps, burst
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def acquire(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.qps)
+        self.stamp = now
+        if self.tokens < 1:
+            time.sleep((1 - self.tokens) / self.qps)
+            self.stamp = time.monotonic()
+            self.tokens = 1.0
+        self.tokens -= 1
 
 
 def api_message(exc: client.ApiException) -> str:
@@ -65,7 +91,10 @@ class KubernetesBackend:
                 f"cluster {cluster.name!r}: no Kubernetes configuration ({exc})",
                 hint="set KUBECONFIG, or run orchestra inside the cluster",
             ) from exc
+        configuration.retries = False  # orchestra retries, with backoff and Retry-After
         api = client.ApiClient(configuration)
+        self.limiter = RateLimiter(cluster.kubernetes.qps, cluster.kubernetes.burst)
+        self.calls = 0  # API requests made (retries included)
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
         self._tracked: dict[
@@ -77,9 +106,28 @@ class KubernetesBackend:
     def capacity(self) -> int | None:
         return None  # the cluster schedules; a task's parallelism still applies
 
+    def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """One API call through the rate limiter, retried on 429, 5xx and connection errors
+        (honouring ``Retry-After``, else exponential backoff from 0.1 s to 10 s)."""
+        for attempt in range(MAX_TRIES):
+            self.limiter.acquire()
+            self.calls += 1
+            try:
+                return method(*args, **kwargs)
+            except client.ApiException as exc:
+                if exc.status not in _TRANSIENT or attempt == MAX_TRIES - 1:
+                    raise
+                delay = _retry_after(exc) or min(10.0, 0.1 * 2**attempt)
+            except urllib3.exceptions.HTTPError as exc:
+                if attempt == MAX_TRIES - 1:
+                    raise FatalError(f"cluster {self.cluster.name!r} unreachable: {exc}") from exc
+                delay = min(10.0, 0.1 * 2**attempt)
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
     def _where(self, run: JobRun) -> tuple[str, str]:
-        assert run.spec is not None
-        return namespace(self.cluster, run.spec.owner), job_name(run.task, run.job)
+        owner = run.task.split(".", 2)[1]  # task names are user.<owner>.<rest>
+        return namespace(self.cluster, owner), job_name(run.task, run.job)
 
     def submit(self, run: JobRun) -> None:
         assert run.spec is not None, "the engine passes the Task with each attempt"
@@ -107,13 +155,19 @@ class KubernetesBackend:
         self._tracked[run.run_id] = (run, ns, name, False)
 
     def _apply(self, ns: str, name: str, body: dict[str, Any]) -> None:
-        self.batch.patch_namespaced_job(
-            name, ns, body, field_manager=FIELD_MANAGER, force=True, _content_type=_APPLY
+        self._call(
+            self.batch.patch_namespaced_job,
+            name,
+            ns,
+            body,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=_APPLY,
         )
 
     def _delete(self, ns: str, name: str) -> None:
         try:
-            self.batch.delete_namespaced_job(name, ns, propagation_policy="Background")
+            self._call(self.batch.delete_namespaced_job, name, ns, propagation_policy="Background")
         except client.ApiException as exc:
             if exc.status != 404:
                 raise FatalError(f"deleting job {ns}/{name}: {api_message(exc)}") from exc
@@ -165,8 +219,12 @@ class KubernetesBackend:
         found: dict[str, dict[str, Any]] = {}
         token = None
         while True:
-            page: Any = self.batch.list_namespaced_job(
-                ns, label_selector=selector, limit=PAGE, _continue=token
+            page: Any = self._call(
+                self.batch.list_namespaced_job,
+                ns,
+                label_selector=selector,
+                limit=PAGE,
+                _continue=token,
             )
             for job in page.items:
                 found[job.metadata.name] = self.batch.api_client.sanitize_for_serialization(job)
@@ -176,7 +234,7 @@ class KubernetesBackend:
 
     def _list_pods(self, ns: str, task: str) -> dict[str, dict[str, Any]]:
         selector = f"orchestra.io/task={label_value(task)}"
-        pods: Any = self.core.list_namespaced_pod(ns, label_selector=selector)
+        pods: Any = self._call(self.core.list_namespaced_pod, ns, label_selector=selector)
         found = {}
         for pod in pods.items:
             data = self.core.api_client.sanitize_for_serialization(pod)
@@ -197,9 +255,6 @@ class KubernetesBackend:
     def recover(self, runs: Sequence[JobRun]) -> list[JobEvent]:
         events = []
         for run in runs:
-            if run.spec is None:
-                events.append(JobEvent(run, "lost", now_iso(), reason="no spec to find it by"))
-                continue
             ns, name = self._where(run)
             self._tracked[run.run_id] = (run, ns, name, False)
         self._last_poll = 0.0
@@ -212,6 +267,14 @@ class KubernetesBackend:
 
     def close(self) -> list[JobRun]:
         return []  # Jobs run on in the cluster; the next apply finds them
+
+
+def _retry_after(exc: client.ApiException) -> float | None:
+    value = (exc.headers or {}).get("Retry-After")
+    try:
+        return min(60.0, float(value)) if value else None
+    except ValueError:
+        return None
 
 
 class _Job:

@@ -25,6 +25,8 @@ class KubernetesSettings:
     templates: Path | None
     ttl_seconds_after_finished: int = 86400
     active_deadline_seconds: int | None = None
+    qps: float = 20.0
+    burst: int = 30
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ def cluster_from(doc: Document, base_dir: Path) -> ClusterSpec:
             templates=(base_dir / templates) if templates else None,
             ttl_seconds_after_finished=kube.get("ttlSecondsAfterFinished", 86400),
             active_deadline_seconds=kube.get("activeDeadlineSeconds"),
+            qps=kube.get("qps", 20.0),
+            burst=kube.get("burst", 30),
         )
     slurm = spec.get("slurm") or {}
     return ClusterSpec(
