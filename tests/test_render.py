@@ -171,3 +171,10 @@ def test_render_of_a_local_task_shows_the_scripts(tmp_path: Path, run: Run) -> N
     assert result.code == 0
     assert result.out.startswith("#!/bin/sh\ncd ")
     assert "cat " in result.out and "/configs/c0.txt" in result.out
+
+
+def test_shipped_kubernetes_examples_are_valid(validator: ManifestValidator) -> None:
+    documents = list(yaml.safe_load_all((EXAMPLES / "kubernetes" / "rbac.yaml").read_text()))
+    assert {d["kind"] for d in documents} == {"Role", "RoleBinding", "Namespace"}
+    for document in documents:
+        assert validator.errors(document) == []
