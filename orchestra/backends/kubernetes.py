@@ -259,10 +259,14 @@ class KubernetesBackend:
             self._tracked[run.run_id] = (run, ns, name, False)
         self._last_poll = 0.0
         events += self.poll(0.0)
-        for run_id, (run, _ns, _name, _started) in list(self._tracked.items()):
-            if run in runs and not any(e.run.run_id == run_id for e in events):
-                events.append(JobEvent(run, "started", now_iso()))  # still running: watched
-                self._tracked[run_id] = (*self._tracked[run_id][:3], True)
+        # every attempt gets an answer: those still in the cluster, not yet active or not yet
+        # reported, are watched from now on, and their end comes through poll()
+        answered = {e.run.run_id for e in events}
+        for run in runs:
+            tracked = self._tracked.get(run.run_id)
+            if tracked is not None and run.run_id not in answered:
+                events.append(JobEvent(run, "started", now_iso()))
+                self._tracked[run.run_id] = (*tracked[:3], True)
         return events
 
     def close(self) -> list[JobRun]:
