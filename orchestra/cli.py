@@ -172,7 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", action="store_true", help="follow the jobs to the end (remote backends)"
     )
     apply.add_argument(
-        "--prune", action="store_true", help="stop orphaned tasks (no spec): running jobs cancelled"
+        "--prune",
+        action="store_true",
+        help="stop orphaned tasks (no spec): running jobs cancelled; on Kubernetes also delete "
+        "Jobs that no status knows as a current attempt",
+    )
+    apply.add_argument(
+        "--force", action="store_true", help="with --prune: even when more than half would go"
     )
     _add_format(apply)
 

@@ -201,3 +201,54 @@ def test_rate_limiter_spends_tokens_then_waits(monkeypatch: pytest.MonkeyPatch) 
     for _ in range(3):
         limiter.acquire()
     assert len(slept) == 2
+
+
+def test_choose_prunable_guards() -> None:
+    from orchestra.engine.prune import ManagedJob, choose_prunable
+    from orchestra.errors import FatalError
+
+    jobs = [
+        ManagedJob("ns", "current", "user.a.t", "r1", active=True),
+        ManagedJob("ns", "old-attempt", "user.a.t", "r0", active=False),
+        ManagedJob("ns", "old-but-running", "user.a.t", "r9", active=True),
+        ManagedJob("ns", "orphan", "user.a.gone", "r5", active=True),
+    ]
+    chosen = choose_prunable(jobs, {"r1"}, {"user.a.t"})
+    assert [j.name for j in chosen] == ["old-attempt", "orphan"]  # 2 of 4: allowed
+    with pytest.raises(FatalError, match="more than half"):
+        choose_prunable(jobs, set(), set())
+    assert len(choose_prunable(jobs, set(), set(), force=True)) == 4
+
+
+def test_apply_prune_deletes_only_stale_jobs(
+    repo: Repo, server: FakeKubeAPIServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import copy
+
+    repo.configs({f"c{i}.txt": "ok\n" for i in range(3)})
+    repo.task(bypass=True)
+    with Kubelet(server):
+        assert repo.orchestra("apply", "--wait") == 0
+    (model,) = [
+        j for j in server.jobs() if j["metadata"]["annotations"]["orchestra.io/job-name"] == "c0"
+    ]
+    stale = copy.deepcopy(model)
+    stale["metadata"]["name"] = "left-over"
+    stale["metadata"]["annotations"]["orchestra.io/run-id"] = "an-old-attempt"
+    server.create("Job", "orchestra-alice", stale)
+    assert len(server.jobs()) == 4
+    capsys.readouterr()
+    assert repo.orchestra("apply", "--prune") == 0
+    assert "pruned Job orchestra-alice/left-over" in capsys.readouterr().out
+    assert "left-over" not in {j["metadata"]["name"] for j in server.jobs()}
+    assert len(server.jobs()) == 3
+    # four strangers against three known Jobs: more than half, refused without --force
+    for i in range(4):
+        stranger = copy.deepcopy(stale)
+        stranger["metadata"]["name"] = f"stranger-{i}"
+        server.create("Job", "orchestra-alice", stranger)
+    assert repo.orchestra("apply", "--prune") == 1
+    assert "more than half" in capsys.readouterr().err
+    assert len(server.jobs()) == 7
+    assert repo.orchestra("apply", "--prune", "--force") == 0
+    assert len(server.jobs()) == 3

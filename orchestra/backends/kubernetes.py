@@ -269,6 +269,31 @@ class KubernetesBackend:
                 self._tracked[run.run_id] = (*tracked[:3], True)
         return events
 
+    def managed_jobs(self, namespaces: Collection[str]) -> list[dict[str, Any]]:
+        """Every Job labelled ``app.kubernetes.io/managed-by: orchestra`` in ``namespaces``."""
+        found = []
+        for ns in sorted(namespaces):
+            token = None
+            while True:
+                page: Any = self._call(
+                    self.batch.list_namespaced_job,
+                    ns,
+                    label_selector="app.kubernetes.io/managed-by=orchestra",
+                    limit=PAGE,
+                    _continue=token,
+                )
+                found += [self.batch.api_client.sanitize_for_serialization(j) for j in page.items]
+                token = page.metadata._continue
+                if not token:
+                    break
+        return found
+
+    def delete_job(self, ns: str, name: str) -> None:
+        self._delete(ns, name)
+
+    def namespace_of(self, owner: str) -> str:
+        return namespace(self.cluster, owner)
+
     def close(self) -> list[JobRun]:
         return []  # Jobs run on in the cluster; the next apply finds them
 

@@ -108,6 +108,12 @@ def all_records(specs: SpecSet) -> list[tuple[Path, TaskRecord]]:
     return found
 
 
+def all_records_of(storage: Path) -> list[TaskRecord]:
+    """Every task with a sidecar in one storage."""
+    records = (TaskStore(task_dir).load() for task_dir in find_task_dirs(storage))
+    return [record for record in records if record is not None]
+
+
 def load_clusters(directory: str) -> SpecSet:
     """The specs here, read only for their Clusters (status, delete): invalid Tasks do not
     stop a command that needs only to find the storage."""

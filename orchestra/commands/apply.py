@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestra.commands._common import load_specs, make_full_plan
+from orchestra.commands._common import all_records_of, load_specs, make_full_plan
 from orchestra.commands._run import exit_code, print_outcome, run_engine
 from orchestra.commands.plan import print_plan
 from orchestra.engine.runner import TaskRun
 from orchestra.engine.stop import kill_task
 from orchestra.errors import FatalError
+from orchestra.spec.model import SpecSet
 
 
 def read_saved_plan(path: Path) -> dict[str, Any] | None:
@@ -60,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
             if cluster is not None and orphan.record.phase != "killed":
                 kill_task(orphan.task_dir, cluster, reason="pruned: no spec defines it")
                 pruned.append(orphan.record.name)
+    if args.prune:
+        pruned += _prune_cluster_jobs(specs, force=args.force, text=text)
     if not work:
         if text:
             print("Nothing to apply." + (f" Pruned {len(pruned)} orphan(s)." if pruned else ""))
@@ -82,3 +85,30 @@ def _print_json(runs: list[TaskRun], pruned: list[str]) -> None:
     ]
     json.dump({"tasks": tasks, "pruned": pruned}, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def _prune_cluster_jobs(specs: SpecSet, *, force: bool, text: bool) -> list[str]:
+    """Delete the Kubernetes Jobs of orchestra that no sidecar knows as a current attempt."""
+    from orchestra.backends import create_backend
+    from orchestra.engine.prune import choose_prunable, managed_job
+
+    deleted = []
+    for cluster in specs.clusters.values():
+        if cluster.backend != "kubernetes":
+            continue
+        records = all_records_of(cluster.storage)
+        owners = {r.owner or r.name.split(".")[1] for r in records}
+        owners |= {t.owner for t in specs.tasks.values() if t.cluster == cluster.name}
+        if not owners:
+            continue
+        backend: Any = create_backend(cluster)
+        jobs = [
+            managed_job(j) for j in backend.managed_jobs({backend.namespace_of(o) for o in owners})
+        ]
+        current = {j.run_id for r in records for j in r.jobs.values() if j.run_id}
+        for job in choose_prunable(jobs, current, set(specs.tasks), force=force):
+            backend.delete_job(job.namespace, job.name)
+            deleted.append(f"{job.namespace}/{job.name}")
+            if text:
+                print(f"pruned Job {job.namespace}/{job.name} (task {job.task or '?'})")
+    return deleted
