@@ -57,18 +57,7 @@ def bench_apply(jobs: int) -> dict[str, Any]:
         )
         (root / "cluster.yaml").write_text(yaml.safe_dump(cluster))
         kubeconfig = root / "kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "f", "cluster": {"server": server.url}}],
-                    "users": [{"name": "u", "user": {}}],
-                    "contexts": [{"name": "f", "context": {"cluster": "f", "user": "u"}}],
-                    "current-context": "f",
-                }
-            )
-        )
+        server.write_kubeconfig(kubeconfig)
         os.environ["KUBECONFIG"] = str(kubeconfig)
         kube_backend.KubernetesBackend.poll_interval = 0.5
         stop = threading.Event()

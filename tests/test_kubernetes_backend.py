@@ -56,18 +56,7 @@ def server() -> Iterator[FakeKubeAPIServer]:
 @pytest.fixture
 def repo(tmp_path: Path, server: FakeKubeAPIServer, monkeypatch: pytest.MonkeyPatch) -> Repo:
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": server.url}}],
-                "users": [{"name": "u", "user": {}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
-                "current-context": "fake",
-            }
-        )
-    )
+    server.write_kubeconfig(kubeconfig)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     monkeypatch.setenv("ORCHESTRA_USER", "alice")
     monkeypatch.setattr(kube_backend.KubernetesBackend, "poll_interval", 0.05)

@@ -57,18 +57,7 @@ def backend(
         return
     with FakeKubeAPIServer() as server:
         kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "f", "cluster": {"server": server.url}}],
-                    "users": [{"name": "u", "user": {}}],
-                    "contexts": [{"name": "f", "context": {"cluster": "f", "user": "u"}}],
-                    "current-context": "f",
-                }
-            )
-        )
+        server.write_kubeconfig(kubeconfig)
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
         monkeypatch.setattr(kube_backend.KubernetesBackend, "poll_interval", 0.05)
         cluster = yaml.safe_load((repo.root / "cluster.yaml").read_text())

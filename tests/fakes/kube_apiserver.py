@@ -137,6 +137,23 @@ class FakeKubeAPIServer:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}"
 
+    def write_kubeconfig(self, path: Any, context: str = "fake") -> None:
+        """A kubeconfig whose ``context`` (the current one) points at this server."""
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": context, "cluster": {"server": self.url}}],
+                    "users": [{"name": "user", "user": {}}],
+                    "contexts": [
+                        {"name": context, "context": {"cluster": context, "user": "user"}}
+                    ],
+                    "current-context": context,
+                }
+            )
+        )
+
     def __enter__(self) -> FakeKubeAPIServer:
         self.thread.start()
         return self
