@@ -152,3 +152,24 @@ def test_job_lines_are_exactly_json(tmp_path: Path) -> None:
         expected = {**job.to_json(), "log": f"jobs/{job.name}/log"}
         assert json.loads("{" + line + "}") == {job.name: expected}
         assert yaml.safe_load("jobs:\n  " + line + "\n") == {"jobs": {job.name: expected}}
+
+
+def test_a_snapshot_behind_its_log_is_rewritten_by_the_next_apply(tmp_path: Path) -> None:
+    from tests.helpers import Repo
+
+    repo = Repo(tmp_path / "repo")
+    repo.configs({"c0.txt": "ok\n"})
+    task = repo.task()
+    assert repo.orchestra("apply") == 0
+    status_file = repo.task_dir(task) / "status.yaml"
+    stale = status_file.read_text().replace('phase: "done"', 'phase: "running"')
+    events = repo.task_dir(task) / "events.jsonl"
+    # as if the writer died after logging the last phase change, before the snapshot
+    offset = len(events.read_bytes())
+    with open(events, "a") as log:
+        log.write('{"ev":"task","phase":"done","ts":"2026-11-25T00:00:00.000Z"}\n')
+    assert f"eventsOffset: {offset}\n" in stale
+    status_file.write_text(stale)
+    assert repo.status(task)["phase"] == "running"
+    assert repo.orchestra("apply") == 0  # nothing to run, but the snapshot is repaired
+    assert repo.status(task)["phase"] == "done"

@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
                 pruned.append(orphan.record.name)
     if args.prune:
         pruned += _prune_cluster_jobs(specs, force=args.force, text=text)
+    _refresh_stale_snapshots(planned, exclude=work_names)
     if not work:
         if text:
             print("Nothing to apply." + (f" Pruned {len(pruned)} orphan(s)." if pruned else ""))
@@ -112,3 +113,24 @@ def _prune_cluster_jobs(specs: SpecSet, *, force: bool, text: bool) -> list[str]
             if text:
                 print(f"pruned Job {job.namespace}/{job.name} (task {job.task or '?'})")
     return deleted
+
+
+def _refresh_stale_snapshots(planned: Any, exclude: set[str]) -> None:
+    """A task whose status.yaml is behind its log (its orchestra died between the two) gets
+    its snapshot rewritten, even when there is nothing else to do for it."""
+    from orchestra.engine.lock import TaskLock
+    from orchestra.status.store import TaskStore
+
+    for task in planned.desired:
+        record = planned.observed.get(task.name)
+        if task.name in exclude or record is None or not record.snapshot_stale:
+            continue
+        lock = TaskLock(task.task_dir)
+        try:
+            lock.acquire(task.name)
+        except FatalError:
+            continue  # another orchestra is at it: it will write the snapshot
+        try:
+            TaskStore(task.task_dir).refresh_snapshot()
+        finally:
+            lock.release()

@@ -181,6 +181,9 @@ class TaskRecord:
     summary_counts: dict[str, int] | None = None
     jobs_digest: str | None = None
     log_size: int = 0  # bytes of events.jsonl when loaded: any change of status grows it
+    #: status.yaml is behind events.jsonl (its writer died before the snapshot): apply
+    #: rewrites it, so that readers of the snapshot see what the log says
+    snapshot_stale: bool = False
 
     def header_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name}

@@ -85,7 +85,15 @@ class TaskStore:
         self._offset = offset + len(tail) if record is not None else 0
         if record is not None:
             record.log_size = size
+            record.snapshot_stale = bool(tail) or not self.status_path.exists()
         return record
+
+    def refresh_snapshot(self) -> None:
+        """Rewrite status.yaml from the log (the caller holds the task's lock)."""
+        record = self.load()
+        if record is not None:
+            self.open(record)
+            self.close()
 
     def load_summary(self) -> TaskRecord | None:
         """The task from the snapshot's header only (``jobs_loaded`` False), when the snapshot
