@@ -22,6 +22,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 import urllib3
+import yaml
 from kubernetes import client, config
 
 from orchestra.backends.base import JobEvent, JobRun
@@ -140,8 +141,6 @@ class KubernetesBackend:
             run_id=run.run_id,
             commit=run.commit,
         )
-        import yaml
-
         body = yaml.load(manifest, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         run.job_dir.mkdir(parents=True, exist_ok=True)  # the pod's working directory
         try:

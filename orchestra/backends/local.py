@@ -22,7 +22,6 @@ import socket
 import threading
 import time
 from collections.abc import Collection, Sequence
-from pathlib import Path
 
 from orchestra.backends.base import EXIT_MARKER, JobEvent, JobRun
 from orchestra.fsutil import now_iso
@@ -349,7 +348,3 @@ def _outcome_from_marker(run: JobRun) -> JobEvent:
     return JobEvent(
         run, "lost", now_iso(), reason="the orchestra that ran it died; outcome unknown"
     )
-
-
-def log_path(job_dir: Path) -> Path:
-    return job_dir / LOG_FILE

@@ -99,19 +99,22 @@ def check_owner(name: str, action: str) -> None:
 
 def all_records(specs: SpecSet) -> list[tuple[Path, TaskRecord]]:
     """Every task with a sidecar in the storages of the Clusters defined."""
-    found = []
-    for storage in sorted({c.storage for c in specs.clusters.values()}):
-        for task_dir in find_task_dirs(storage):
-            record = TaskStore(task_dir).load()
-            if record is not None:
-                found.append((task_dir, record))
-    return found
+    storages = sorted({c.storage for c in specs.clusters.values()})
+    return [found for storage in storages for found in _records_in(storage)]
 
 
 def all_records_of(storage: Path) -> list[TaskRecord]:
     """Every task with a sidecar in one storage."""
-    records = (TaskStore(task_dir).load() for task_dir in find_task_dirs(storage))
-    return [record for record in records if record is not None]
+    return [record for _dir, record in _records_in(storage)]
+
+
+def _records_in(storage: Path) -> list[tuple[Path, TaskRecord]]:
+    found = []
+    for task_dir in find_task_dirs(storage):
+        record = TaskStore(task_dir).load()
+        if record is not None:
+            found.append((task_dir, record))
+    return found
 
 
 def load_clusters(directory: str) -> SpecSet:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestra.commands._common import all_records_of, load_specs, make_full_plan
+from orchestra.commands._common import Planned, all_records_of, load_specs, make_full_plan
 from orchestra.commands._run import exit_code, print_outcome, run_engine
 from orchestra.commands.plan import print_plan
 from orchestra.engine.runner import TaskRun
@@ -115,7 +115,7 @@ def _prune_cluster_jobs(specs: SpecSet, *, force: bool, text: bool) -> list[str]
     return deleted
 
 
-def _refresh_stale_snapshots(planned: Any, exclude: set[str]) -> None:
+def _refresh_stale_snapshots(planned: Planned, exclude: set[str]) -> None:
     """A task whose status.yaml is behind its log (its orchestra died between the two) gets
     its snapshot rewritten, even when there is nothing else to do for it."""
     from orchestra.engine.lock import TaskLock

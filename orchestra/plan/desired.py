@@ -21,7 +21,6 @@ _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 PLACEHOLDER = re.compile(r"%(DATA|IN|OUT)(?![A-Za-z0-9_])")
 _needs_quotes = re.compile(r"[^\w@%+=:,./-]", re.ASCII).search  # as shlex.quote decides
 JOBS_DIR = "jobs"
-LOG_FILE = "log"
 
 
 class DesiredJob(NamedTuple):  # a tuple: 100,000 of them are built per plan

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from orchestra.spec.diagnostics import Diagnostic, json_path
 from orchestra.spec.discover import SpecFile
@@ -257,8 +257,3 @@ def _dataset_on_disk(
     if not need_directory and not (os.path.isfile(real_target) or os.path.isdir(real_target)):
         return f"{shown!r} is neither a regular file nor a directory"
     return None
-
-
-def resolve_dataset(cluster: ClusterSpec, dataset: DatasetSpec) -> Path:
-    """Absolute path of a dataset in a cluster's storage (after the checks above passed)."""
-    return cluster.storage / dataset.owner / "files" / dataset.path
