@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -127,4 +128,43 @@ def test_close_stops_running_and_returns_queued_attempts(tmp_path: Path) -> None
     stopped = backend.close()
     assert sorted(r.job for r in stopped) == ["j0", "j1", "j2"]
     assert not (tmp_path / "jobs" / "j1" / EXIT_MARKER).exists()  # never started
-    assert (tmp_path / "jobs" / "j1" / "log").read_text() == ""
+    assert not (tmp_path / "jobs" / "j1" / "log").exists()  # nothing ran there
+
+
+def test_a_job_running_only_shell_builtins_is_found_by_its_directory(tmp_path: Path) -> None:
+    """No program of its own carries ORCHESTRA_RUN_ID in its environment: the job's shell is
+    found by its working directory."""
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    first = LocalBackend(_cluster(tmp_path))
+    run = _run(tmp_path, "j", f"read line < {fifo}; exit 5")  # blocks in a builtin
+    first.submit(run)
+    assert _collect(first, 1)[0].kind == "started"
+    second = LocalBackend(_cluster(tmp_path))
+    try:
+        (adopted,) = second.recover([run])
+        assert adopted.kind == "started"
+        with open(fifo, "w") as gate:
+            gate.write("go\n")
+        (outcome,) = _collect(second, 1)
+        assert outcome.kind == "finished" and outcome.exit_code == 5
+    finally:
+        second.close()
+        first.close()
+
+
+def test_the_command_cannot_break_out_of_its_subshell(tmp_path: Path) -> None:
+    """Unbalanced parentheses, a syntax error, ``exit`` or ``exec``: each ends its own job,
+    and the slot's shell runs the next one."""
+    backend = LocalBackend(_cluster(tmp_path, slots=1))
+    try:
+        commands = {"paren": "echo ) ; (", "exit": "exit 3", "exec": "exec true", "ok": "echo fine"}
+        for job, command in commands.items():
+            backend.submit(_run(tmp_path, job, command))
+        finished = {e.run.job: e for e in _collect(backend, 4) if e.kind == "finished"}
+        assert finished["paren"].exit_code == 2
+        assert finished["exit"].exit_code == 3 and finished["exec"].exit_code == 0
+        assert (tmp_path / "jobs" / "ok" / "log").read_text() == "fine\n"
+        assert "Syntax error" in (tmp_path / "jobs" / "paren" / "log").read_text()
+    finally:
+        backend.close()

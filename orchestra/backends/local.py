@@ -1,13 +1,20 @@
 """The embedded local backend: jobs run on this machine, ``maxParallel`` at a time.
 
-Each attempt runs as ``/bin/sh -c`` in its job directory, in a session of its own, with stdout
-and stderr appended to ``jobs/<job>/log``. The command runs on the host: the Task's ``image``
-is recorded, not pulled. A one-line shell trap writes ``<rc> <run id>`` to ``.orchestra-exit``
-when the shell exits, so that an orchestra process started after this one died can still learn
-the outcome; the attempt's ``ORCHESTRA_RUN_ID`` in its environment lets it find the job's
-processes while they run.
+Each slot keeps one long-lived ``/bin/sh`` (a *worker*, in a session of its own) and runs every
+attempt in a fresh subshell of it: a fork, with no ``exec`` of a new shell per job, which is
+what makes dispatch cheaper than ``xargs -P`` starting ``sh -c`` per command. The subshell
+changes to the job's directory, exports the job's environment, appends stdout and stderr to
+``jobs/<job>/log`` and evaluates the command exactly as ``sh -c`` would parse it. The command
+runs on the host: the Task's ``image`` is recorded, not pulled.
 
-A fixed pool of ``maxParallel`` threads starts and waits for the processes (no thread per job).
+A one-line shell trap writes ``<rc> <run id>`` to ``.orchestra-exit`` when the job's shell
+exits, so that an orchestra process started after this one died can still learn the outcome.
+While a job runs, a later orchestra process finds it by its working directory (the job's
+directory) or by the ``ORCHESTRA_RUN_ID`` in the environment of the programs it runs.
+
+The worker reports ``s <pid>`` when an attempt starts and ``e <pid> <status>`` when it ends,
+on a pipe read by the slot's thread: a fixed pool of ``maxParallel`` threads, no thread per
+job. If this process dies, the workers read end-of-file after their current job and exit.
 """
 
 from __future__ import annotations
@@ -32,21 +39,91 @@ TERM_GRACE = 5.0
 PREFETCH = 16  # jobs queued ahead of the free slots
 STARTED_AFTER = 0.05  # seconds a job runs before it is reported as started
 _RUN_KEY = b"ORCHESTRA_RUN_ID="
+# after each attempt, the worker reports its pid and wait status on its stdout
+# (2>/dev/null: the shell's own "Terminated" notice when a job is killed by a signal)
+_REPORT = 'echo "s $!"\nwait $! 2>/dev/null\necho "e $! $?"\n'
+
+
+class WorkerGone(Exception):
+    """The slot's shell ended (killed from outside, or it could not start)."""
+
+
+class _Worker:
+    """One long-lived ``/bin/sh -s`` reading attempts on its stdin, reporting on its stdout."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        script_r, script_w = os.pipe()
+        report_r, report_w = os.pipe()
+        try:
+            self.pid = os.posix_spawn(
+                "/bin/sh",
+                ["/bin/sh", "-s"],
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, script_r, 0),
+                    (os.POSIX_SPAWN_DUP2, report_w, 1),
+                ],
+                setsid=True,
+            )
+        except OSError:
+            for fd in (script_r, script_w, report_r, report_w):
+                os.close(fd)
+            raise
+        os.close(script_r)
+        os.close(report_w)
+        self._script = script_w
+        self._report = report_r
+        self._buffer = b""
+
+    def send(self, text: str) -> None:
+        try:
+            os.write(self._script, text.encode())
+        except OSError as exc:  # EPIPE: it died
+            raise WorkerGone(str(exc)) from exc
+
+    def line(self, timeout: float | None = None) -> str | None:
+        """The next report line; None if none comes within ``timeout``."""
+        while b"\n" not in self._buffer:
+            if timeout is not None:
+                readable, _w, _x = select.select([self._report], [], [], timeout)
+                if not readable:
+                    return None
+                timeout = None
+            chunk = os.read(self._report, 4096)
+            if not chunk:
+                raise WorkerGone("the slot's shell ended")
+            self._buffer += chunk
+        text, _, self._buffer = self._buffer.partition(b"\n")
+        return text.decode()
+
+    def close(self, kill: bool = False) -> None:
+        """End of input: the shell exits after its current attempt (at once with ``kill``)."""
+        with contextlib.suppress(OSError):
+            os.close(self._script)
+        if kill:
+            _signal_group(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        with contextlib.suppress(OSError):
+            os.close(self._report)
 
 
 class LocalBackend:
     def __init__(self, cluster: ClusterSpec) -> None:
         self._slots = cluster.max_parallel or os.cpu_count() or 1
-        # (attempt, its log's file descriptor or the error preparing it); None stops a slot
-        self._queue: queue.Queue[tuple[JobRun, int | OSError] | None] = queue.Queue()
+        # attempts, each with the error making its directory if any; None stops a slot
+        self._queue: queue.Queue[tuple[JobRun, OSError | None] | None] = queue.Queue()
         self._events: queue.Queue[JobEvent] = queue.Queue()
         self._lock = threading.Lock()
-        self._running: dict[str, tuple[JobRun, int]] = {}  # run id -> (attempt, pid)
+        # run id -> (attempt, its shell's pid, the slot's worker)
+        self._running: dict[str, tuple[JobRun, int, _Worker]] = {}
         self._cancelled: set[str] = set()
         self._adopted: dict[str, tuple[JobRun, list[int]]] = {}
-        self._in_flight = 0  # submitted or adopted, outcome not yet reported
+        self._pending: dict[str, JobRun] = {}  # submitted, outcome not yet handed out by poll
+        self._closing = False
         self._node = socket.gethostname()
         self._base_env = dict(os.environ)
+        self._base_env.pop("ORCHESTRA_RUN_ID", None)  # a job's id only ever names that job
         self._workers = [
             threading.Thread(target=self._work, name=f"orchestra-slot-{i}", daemon=True)
             for i in range(self._slots)
@@ -58,25 +135,19 @@ class LocalBackend:
     def capacity(self) -> int | None:
         # Keep a few jobs queued beyond the free slots, so that a slot that frees up starts
         # the next job at once instead of waiting for the engine's thread to hand one over.
-        return self._slots + max(self._slots, PREFETCH) - self._in_flight
+        busy = len(self._pending) + len(self._adopted)
+        return self._slots + max(self._slots, PREFETCH) - busy
 
     def submit(self, run: JobRun) -> None:
-        # The job's directory and log are prepared here, in the caller's thread, so that a slot
-        # that frees up only has to start the process.
-        with self._lock:
-            self._in_flight += 1
-        prepared: int | OSError
+        # The job's directory is made here, in the caller's thread, so that a slot that frees
+        # up only has to start the job.
+        self._pending[run.run_id] = run
+        error: OSError | None = None
         try:
-            prepared = _prepare(run)
+            _prepare(run)
         except OSError as exc:
-            prepared = exc
-        self._queue.put((run, prepared))
-
-    def _report(self, event: JobEvent) -> None:
-        if event.kind != "started":
-            with self._lock:
-                self._in_flight -= 1
-        self._events.put(event)
+            error = exc
+        self._queue.put((run, error))
 
     def poll(self, timeout: float) -> list[JobEvent]:
         events: list[JobEvent] = []
@@ -93,16 +164,24 @@ class LocalBackend:
             try:
                 events.append(self._events.get_nowait())
             except queue.Empty:
-                return events
+                break
+        for event in events:
+            if event.kind != "started":
+                self._pending.pop(event.run.run_id, None)
+        return events
 
     def cancel(self, run_ids: Collection[str]) -> None:
         with self._lock:
             self._cancelled.update(run_ids)
-            targets = [pid for rid, (_run, pid) in self._running.items() if rid in run_ids]
+            targets = [
+                (rid, worker.pid)
+                for rid, (_r, _p, worker) in self._running.items()
+                if rid in run_ids
+            ]
             adopted = [pids for rid, (_run, pids) in self._adopted.items() if rid in run_ids]
-        for pid in targets:
-            _signal_group(pid, signal.SIGTERM)
-            timer = threading.Timer(TERM_GRACE, self._kill_if_running, (pid,))
+        for run_id, worker_pid in targets:
+            _signal_jobs_of(worker_pid, signal.SIGTERM)
+            timer = threading.Timer(TERM_GRACE, self._kill_if_running, (run_id, worker_pid))
             timer.daemon = True
             timer.start()
         for pids in adopted:
@@ -112,14 +191,13 @@ class LocalBackend:
     def recover(self, runs: Sequence[JobRun]) -> list[JobEvent]:
         if not runs:
             return []
-        alive = _processes_by_run_id()
+        alive = _processes_by_run_id({os.path.realpath(run.job_dir): run.run_id for run in runs})
         events = []
         for run in runs:
             pids = alive.get(run.run_id)
             if pids:
                 with self._lock:
                     self._adopted[run.run_id] = (run, pids)
-                    self._in_flight += 1
                 events.append(JobEvent(run, "started", now_iso(), pid=min(pids), node=self._node))
             else:
                 events.append(_outcome_from_marker(run))
@@ -127,122 +205,113 @@ class LocalBackend:
 
     def close(self) -> list[JobRun]:
         """Stop the pool; terminate what runs (SIGTERM, then SIGKILL after a grace period).
-        Returns the attempts stopped or never started."""
-        queued: list[JobRun] = []
+        Returns the attempts submitted whose outcome :meth:`poll` has not handed out."""
         while True:
             try:
-                item = self._queue.get_nowait()
+                self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is not None:
-                run, prepared = item
-                if isinstance(prepared, int):
-                    os.close(prepared)
-                queued.append(run)
         for _ in self._workers:
             self._queue.put(None)
         with self._lock:
-            running = list(self._running.values())
+            self._closing = True  # a job a slot starts from now on is stopped at once
+            running = list(self._running.items())
             self._cancelled.update(self._running)
-        for _run, pid in running:
-            _signal_group(pid, signal.SIGTERM)
+        for _rid, (_run, _pid, worker) in running:
+            _signal_jobs_of(worker.pid, signal.SIGTERM)
         deadline = time.monotonic() + TERM_GRACE
-        for worker in self._workers:  # each reaps its job, then reads the stop sentinel
-            worker.join(timeout=max(0.0, deadline - time.monotonic()))
-        for _run, pid in running:
-            self._kill_if_running(pid)
-        for worker in self._workers:
-            worker.join(timeout=TERM_GRACE)
-        return [run for run, _pid in running] + queued
-
-    def _kill_if_running(self, pid: int) -> None:
+        for thread in self._workers:  # each reaps its job, then reads the stop sentinel
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         with self._lock:
-            still = any(p == pid for _run, p in self._running.values())
+            running = list(self._running.items())
+        for rid, (_run, _pid, worker) in running:
+            self._kill_if_running(rid, worker.pid)
+        for thread in self._workers:
+            thread.join(timeout=TERM_GRACE)
+        return list(self._pending.values())
+
+    def _kill_if_running(self, run_id: str, worker_pid: int) -> None:
+        with self._lock:
+            still = run_id in self._running
         if still:
-            _signal_group(pid, signal.SIGKILL)
+            _signal_jobs_of(worker_pid, signal.SIGKILL)
 
     # the pool ------------------------------------------------------------------------------
     def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            run, prepared = item
-            if run.run_id in self._cancelled:
-                if isinstance(prepared, int):
-                    os.close(prepared)
-                self._report(JobEvent(run, "finished", now_iso(), reason="cancelled"))
-                continue
-            try:
-                if isinstance(prepared, OSError):
-                    raise prepared
-                pid = self._spawn(run, prepared)
-            except OSError as exc:
-                self._report(
-                    JobEvent(
-                        run, "finished", now_iso(), exit_code=127, reason=f"cannot start: {exc}"
-                    )
-                )
-                continue
-            started = now_iso()
-            with self._lock:
-                self._running[run.run_id] = (run, pid)
-            if not _ends_within(pid, STARTED_AFTER):
-                # only a job still running after a moment is reported as started: a short one
-                # costs one event, not two (its pid and start time come with its outcome)
-                self._report(JobEvent(run, "started", started, pid=pid, node=self._node))
-            _pid, status = os.waitpid(pid, 0)
-            code = os.waitstatus_to_exitcode(status)
-            with self._lock:
-                self._running.pop(run.run_id, None)
-                cancelled = run.run_id in self._cancelled
-            exit_code = code if code >= 0 else 128 - code
-            reason = "cancelled" if cancelled else _reason(code)
-            written = os.path.exists(run.output) if run.output and exit_code == 0 else None
-            self._report(
-                JobEvent(
-                    run,
-                    "finished",
-                    now_iso(),
-                    exit_code=exit_code,
-                    pid=pid,
-                    node=self._node,
-                    reason=reason,
-                    started=started,
-                    output_written=written,
-                )
-            )
-
-    def _spawn(self, run: JobRun, log: int) -> int:
-        """Start ``/bin/sh -c`` with ``posix_spawn`` (much cheaper than ``subprocess.Popen``):
-        in a new session, stdin from /dev/null, stdout and stderr appended to the log (whose
-        descriptor this closes)."""
-        job_dir = str(run.job_dir)
-        marker = shlex.quote(f"{job_dir}/{EXIT_MARKER}")
-        trap = f'printf \'%s %s\\n\' "$?" "$ORCHESTRA_RUN_ID" > {marker}'
-        cd = f"cd {shlex.quote(job_dir)} || exit 126"  # posix_spawn has no cwd
-        script = f"{cd}\ntrap {shlex.quote(trap)} EXIT\n{run.command}"
-        env = self._base_env | run.env
-        env.update(
-            ORCHESTRA_TASK=run.task,
-            ORCHESTRA_JOB=run.job,
-            ORCHESTRA_ATTEMPT=str(run.attempt),
-            ORCHESTRA_RUN_ID=run.run_id,
-        )
+        worker: _Worker | None = None
         try:
-            return os.posix_spawn(
-                "/bin/sh",
-                ["/bin/sh", "-c", script],
-                env,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, log, 1),
-                    (os.POSIX_SPAWN_DUP2, log, 2),
-                ],
-                setsid=True,
-            )
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                run, error = item
+                if run.run_id in self._cancelled:
+                    self._events.put(JobEvent(run, "finished", now_iso(), reason="cancelled"))
+                    continue
+                try:
+                    if error is not None:
+                        raise error
+                    if worker is None:
+                        worker = _Worker(self._base_env)
+                except OSError as exc:
+                    self._events.put(
+                        JobEvent(
+                            run, "finished", now_iso(), exit_code=127, reason=f"cannot start: {exc}"
+                        )
+                    )
+                    continue
+                try:
+                    self._attempt(worker, run)
+                except WorkerGone:
+                    worker.close(kill=True)
+                    worker = None
+                    with self._lock:
+                        self._running.pop(run.run_id, None)
+                        cancelled = run.run_id in self._cancelled
+                    event = _outcome_from_marker(run)
+                    if cancelled:
+                        event = JobEvent(run, "finished", now_iso(), reason="cancelled")
+                    self._events.put(event)
         finally:
-            os.close(log)
+            if worker is not None:
+                worker.close()
+
+    def _attempt(self, worker: _Worker, run: JobRun) -> None:
+        worker.send(_script(run) + _REPORT)
+        started = now_iso()
+        first = worker.line()
+        pid = int(first.split()[1]) if first and first.startswith("s ") else 0
+        with self._lock:
+            self._running[run.run_id] = (run, pid, worker)
+            stop = self._closing or run.run_id in self._cancelled
+        if stop:  # cancelled while it was handed to the worker
+            self.cancel([run.run_id])
+        ended = worker.line(STARTED_AFTER)
+        if ended is None:
+            # only a job still running after a moment is reported as started: a short one
+            # costs one event, not two (its pid and start time come with its outcome)
+            self._events.put(JobEvent(run, "started", started, pid=pid, node=self._node))
+            ended = worker.line()
+        assert ended is not None
+        status = int(ended.rsplit(" ", 1)[1])
+        with self._lock:
+            self._running.pop(run.run_id, None)
+            cancelled = run.run_id in self._cancelled
+        reason = "cancelled" if cancelled else _reason(status)
+        written = os.path.exists(run.output) if run.output and status == 0 else None
+        self._events.put(
+            JobEvent(
+                run,
+                "finished",
+                now_iso(),
+                exit_code=status,
+                pid=pid,
+                node=self._node,
+                reason=reason,
+                started=started,
+                output_written=written,
+            )
+        )
 
     def _check_adopted(self) -> list[JobEvent]:
         events = []
@@ -253,14 +322,36 @@ class LocalBackend:
                 continue
             with self._lock:
                 self._adopted.pop(run_id, None)
-                self._in_flight -= 1
             events.append(_outcome_from_marker(run))
         return events
 
 
-def _prepare(run: JobRun) -> int:
-    """Make the job's directory and open its log for appending; return the descriptor. An
-    exit marker of an earlier attempt may stay: it names its own run id, never this one."""
+def _script(run: JobRun) -> str:
+    """The worker's text for one attempt: a subshell in the background, so that its pid is
+    known. The command goes through ``eval`` of one quoted word: whatever it contains, it can
+    only break its own subshell (a syntax error is exit 2 in its log), never the worker."""
+    job_dir = shlex.quote(str(run.job_dir))
+    env = {
+        **run.env,
+        "ORCHESTRA_TASK": run.task,
+        "ORCHESTRA_JOB": run.job,
+        "ORCHESTRA_ATTEMPT": str(run.attempt),
+        "ORCHESTRA_RUN_ID": run.run_id,
+    }
+    exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
+    trap = f'printf \'%s %s\\n\' "$?" "$ORCHESTRA_RUN_ID" > {job_dir}/{EXIT_MARKER}'
+    return (
+        f"(cd {job_dir} || exit 126\n"
+        f"export {exports}\n"
+        f"trap {shlex.quote(trap)} EXIT\n"
+        f"eval {shlex.quote(run.command)}\n"
+        f") </dev/null >>{job_dir}/{LOG_FILE} 2>&1 &\n"
+    )
+
+
+def _prepare(run: JobRun) -> None:
+    """Make the job's directory. An exit marker of an earlier attempt may stay: it names its
+    own run id, never this one."""
     job_dir = str(run.job_dir)
     try:
         os.mkdir(job_dir)
@@ -268,28 +359,13 @@ def _prepare(run: JobRun) -> int:
         pass
     except FileNotFoundError:
         os.makedirs(job_dir, exist_ok=True)
-    return os.open(f"{job_dir}/{LOG_FILE}", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
 
-def _ends_within(pid: int, seconds: float) -> bool:
-    """Whether child ``pid`` exits within ``seconds`` (without reaping it)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return False  # no pidfd here: report every job as started
-    try:
-        readable, _w, _x = select.select([fd], [], [], seconds)
-        return bool(readable)
-    finally:
-        os.close(fd)
-
-
-def _reason(code: int) -> str | None:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
+def _reason(status: int) -> str | None:
+    """The shell reports a job killed by signal N as status 128+N."""
+    if status > 128:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(status - 128).name}"
     return None
 
 
@@ -303,32 +379,57 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
+def _stat_fields(pid: str | int) -> list[bytes]:
+    """/proc/PID/stat after the command name: state, ppid, pgrp, session, ..."""
+    with open(f"/proc/{pid}/stat", "rb") as stream:
+        return stream.read().rsplit(b")", 1)[1].split()
+
+
+def _signal_jobs_of(worker_pid: int, sig: int) -> None:
+    """Signal every process of the worker's session but the worker: its current job, and
+    whatever the job started (the worker itself keeps serving its slot)."""
+    session = str(worker_pid).encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == worker_pid:
+            continue
+        try:
+            fields = _stat_fields(entry)
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and fields[3] == session:
+            _signal(int(entry), sig)
+
+
 def _alive(pid: int) -> bool:
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stream:
-            state = stream.read().rsplit(b")", 1)[1].split()[0]
-        return state != b"Z"
+        return _stat_fields(pid)[0] != b"Z"
     except (OSError, IndexError):
         return False
 
 
-def _processes_by_run_id() -> dict[str, list[int]]:
-    """Run id -> live pids carrying it in their environment (this user's processes)."""
+def _processes_by_run_id(job_dirs: dict[str, str] | None = None) -> dict[str, list[int]]:
+    """Run id -> live pids of this user's processes carrying it in their environment, or
+    (given ``job_dirs``, real path -> run id) working in that job's directory."""
     found: dict[str, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
+        value = None
         try:
             with open(f"/proc/{entry}/environ", "rb") as stream:
                 environ = stream.read()
         except OSError:
             continue
         start = environ.find(_RUN_KEY)
-        if start < 0 or (start > 0 and environ[start - 1] != 0):
-            continue
-        end = environ.find(b"\0", start)
-        value = environ[start + len(_RUN_KEY) : end if end >= 0 else None].decode(errors="replace")
-        if _alive(int(entry)):
+        if start >= 0 and (start == 0 or environ[start - 1] == 0):
+            end = environ.find(b"\0", start)
+            value = environ[start + len(_RUN_KEY) : end if end >= 0 else None].decode(
+                errors="replace"
+            )
+        elif job_dirs:
+            with contextlib.suppress(OSError):
+                value = job_dirs.get(os.readlink(f"/proc/{entry}/cwd"))
+        if value is not None and _alive(int(entry)):
             found.setdefault(value, []).append(int(entry))
     return found
 
