@@ -241,3 +241,35 @@ def test_apply_prune_deletes_only_stale_jobs(
     assert len(server.jobs()) == 7
     assert repo.orchestra("apply", "--prune", "--force") == 0
     assert len(server.jobs()) == 3
+
+
+def test_why_a_pod_waits_shows_in_status_before_the_job_fails(
+    repo: Repo,
+    server: FakeKubeAPIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(kube_backend.KubernetesBackend, "waiting_check", 0.0)
+    repo.configs({f"c{i}.txt": "ok\n" for i in range(3)})
+    task = repo.task(bypass=True)
+    assert repo.orchestra("apply") == 0  # submitted; no kubelet yet
+    names = {
+        j["metadata"]["annotations"]["orchestra.io/job-name"]: j["metadata"]["name"]
+        for j in server.jobs()
+    }
+    ns = "orchestra-alice"
+    server.start_job(ns, names["c0"], "ImagePullBackOff", 'Back-off pulling image "nope:1"')
+    server.start_job(ns, names["c1"], "Unschedulable", "0/3 nodes: insufficient nvidia.com/gpu")
+    server.start_job(ns, names["c2"])  # running and ready
+    assert repo.orchestra("apply") == 0  # follows them one pass
+    jobs = repo.status(task)["jobs"]
+    assert [jobs[c]["state"] for c in ("c0", "c1", "c2")] == ["running"] * 3
+    assert jobs["c0"]["reason"] == 'waiting: ImagePullBackOff: Back-off pulling image "nope:1"'
+    assert jobs["c1"]["reason"] == "waiting: Unschedulable: 0/3 nodes: insufficient nvidia.com/gpu"
+    assert jobs["c2"].get("reason") is None
+    capsys.readouterr()
+    repo.orchestra("status", task)
+    assert "waiting: ImagePullBackOff" in capsys.readouterr().out
+    server.start_job(ns, names["c0"])  # the image came: running
+    assert repo.orchestra("apply") == 0
+    assert repo.status(task)["jobs"]["c0"].get("reason") is None

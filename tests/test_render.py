@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestra.backends.k8s_manifest import ManifestRenderer, job_name, label_value
 from orchestra.backends.k8s_validate import ManifestValidator
+from orchestra.errors import FatalError
 from orchestra.plan.desired import expand
 from orchestra.spec.checker import validate_paths
 from tests.conftest import EXAMPLES, Run
@@ -178,3 +181,100 @@ def test_shipped_kubernetes_examples_are_valid(validator: ManifestValidator) -> 
     assert {d["kind"] for d in documents} == {"Role", "RoleBinding", "Namespace"}
     for document in documents:
         assert validator.errors(document) == []
+
+
+# The shape shortcut of errors_of_rendered: it must give, for every manifest, exactly the
+# verdict a full parse and validation gives.
+def _rendered(
+    tmp_path: Path, template: str, configs: list[str]
+) -> tuple[ManifestValidator, list[tuple[str, list[str]]]]:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "job.yaml.j2").write_text(template)
+    repo = _kube_repo(tmp_path / "repo", templates=str(templates))
+    repo.configs(dict.fromkeys(configs, "ok\n"))
+    task = repo.task(exec="echo 'a: b' \"#c\" {{x}} %DATA %IN %OUT")
+    (desired,) = expand(validate_paths([], repo.root).specs, [task])
+    renderer = ManifestRenderer(desired.cluster)
+    manifests = [
+        renderer.render_with_values(desired.spec, desired.spec_digest, job) for job in desired.jobs
+    ]
+    return ManifestValidator(), manifests  # a validator with its own shape cache
+
+
+def _shape_verdicts(
+    tmp_path: Path, template: str, configs: list[str]
+) -> tuple[list[list[str]], list[list[str]], ManifestValidator]:
+    validator, manifests = _rendered(tmp_path, template, configs)
+    fast = [validator.errors_of_rendered(text, values) for text, values in manifests]
+    full = [validator.errors(yaml.safe_load(text)) for text, _values in manifests]
+    return fast, full, validator
+
+
+SHIPPED = (Path(__file__).parent.parent / "templates" / "kubernetes" / "job.yaml.j2").read_text()
+
+
+def test_manifests_of_one_shape_are_checked_once(tmp_path: Path) -> None:
+    configs = [f"c{i}.txt" for i in range(30)] + ["it's: {{ 7*7 }} #1.json", 'q"\\uote.txt']
+    fast, full, validator = _shape_verdicts(tmp_path, SHIPPED, configs)
+    assert fast == full == [[] for _ in configs]
+    assert validator.full_checks == 1  # one parse and validation for all 32
+
+
+def test_a_value_in_an_enum_field_is_checked_per_manifest(tmp_path: Path) -> None:
+    """The job name lands in ``kind`` (an enum of the schema): the shape's probe sees that the
+    value matters, so the second manifest ("Jobx") is checked in full, not taken on trust."""
+    template = SHIPPED.replace(
+        "kind: Job", 'kind: {{ annotations["orchestra.io/job-name"] | tojson }}'
+    )
+    validator, manifests = _rendered(tmp_path, template, ["Job.txt", "Jobx.txt"])
+    (text, values), (text_x, values_x) = manifests
+    assert validator.errors_of_rendered(text, values) == []
+    with pytest.raises(FatalError, match="no Kubernetes schema for batch/v1 Jobx"):
+        validator.errors_of_rendered(text_x, values_x)
+
+
+def test_a_value_outside_tojson_is_checked_per_manifest(tmp_path: Path) -> None:
+    """A template that writes a value raw, inside a plain scalar: the cut is not a whole
+    double-quoted scalar, so no manifest of that shape is taken on trust."""
+    template = SHIPPED.replace(
+        "workingDir: {{ working_dir | tojson }}", "workingDir: /x/{{ name }}/{{ name | tojson }}"
+    )
+    fast, full, validator = _shape_verdicts(tmp_path, template, ["a.txt", "b.txt", "c.txt"])
+    assert fast == full
+    assert validator.full_checks == 6  # each its own shape (the raw name stays), each in full
+
+
+def test_the_shortcut_is_off_for_schemas_constraining_strings() -> None:
+    from orchestra.backends.k8s_validate import _constrains_strings
+
+    assert not _constrains_strings({"properties": {"pattern": {"type": "string"}}})
+    assert not _constrains_strings({"type": "string", "enum": ["a"], "format": "date-time"})
+    assert _constrains_strings({"properties": {"x": {"type": "string", "pattern": "^a$"}}})
+    assert _constrains_strings({"items": [{"maxLength": 3}]})
+
+
+class _Job(NamedTuple):
+    name: str
+    digest: str
+    command: str
+
+
+@settings(max_examples=200, deadline=None)
+@given(names=st.lists(st.text(min_size=1), min_size=1, max_size=4), command=st.text())
+def test_the_shape_shortcut_agrees_with_a_full_check(
+    names: list[str], command: str, validator: ManifestValidator
+) -> None:
+    """Any name or command (quotes, colons, '#', newlines, braces, unicode): the verdict by
+    shape equals the verdict of parsing and validating that manifest."""
+    specs = validate_paths([], LPS).specs
+    (desired,) = expand(specs, ["user.alice.my_task_tutorial"])
+    renderer = ManifestRenderer(desired.cluster)
+    for name in names:
+        job = _Job(name, "d" * 64, command)
+        text, values = renderer.render_with_values(desired.spec, desired.spec_digest, job)
+        manifest = yaml.load(text, Loader=yaml.CSafeLoader)
+        assert validator.errors_of_rendered(text, values) == validator.errors(manifest)
+        (container,) = manifest["spec"]["template"]["spec"]["containers"]
+        assert container["command"][2] == command
+        assert manifest["metadata"]["annotations"]["orchestra.io/job-name"] == name

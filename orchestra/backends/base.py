@@ -35,7 +35,9 @@ class JobRun:
 @dataclass(frozen=True)
 class JobEvent:
     run: JobRun
-    kind: Literal["started", "finished", "lost"]
+    # "waiting": still running, but held back (its reason, e.g. ImagePullBackOff; None: no
+    # longer held back)
+    kind: Literal["started", "finished", "lost", "waiting"]
     time: str
     exit_code: int | None = None
     pid: int | None = None

@@ -33,6 +33,8 @@ from orchestra.spec.model import ClusterSpec
 
 FIELD_MANAGER = "orchestra"
 PAGE = 500
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+WAITING_CHECK = 10.0  # seconds between looks at the pods of active Jobs that are not ready
 POLL_INTERVAL = 2.0
 _APPLY = "application/apply-patch+yaml"
 
@@ -71,6 +73,7 @@ def api_message(exc: client.ApiException) -> str:
 
 class KubernetesBackend:
     poll_interval = POLL_INTERVAL
+    waiting_check = WAITING_CHECK
 
     def __init__(self, cluster: ClusterSpec) -> None:
         assert cluster.kubernetes is not None
@@ -103,6 +106,8 @@ class KubernetesBackend:
         ] = {}  # run id -> (run, ns, name, started)
         self._events: list[JobEvent] = []
         self._last_poll = 0.0
+        self._waiting: dict[str, str | None] = {}  # run id -> why its pod waits, as reported
+        self._pods_checked: dict[tuple[str, str], float] = {}  # (ns, task) -> monotonic time
 
     def capacity(self) -> int | None:
         return None  # the cluster schedules; a task's parallelism still applies
@@ -141,28 +146,31 @@ class KubernetesBackend:
             run_id=run.run_id,
             commit=run.commit,
         )
-        body = yaml.load(manifest, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         run.job_dir.mkdir(parents=True, exist_ok=True)  # the pod's working directory
         try:
-            self._apply(ns, name, body)
+            self._apply(ns, name, manifest)
         except client.ApiException as exc:
             if exc.status != 422:
                 raise FatalError(f"submitting {run.task}/{run.job}: {api_message(exc)}") from exc
             # an earlier attempt's Job: its pod template differs (and is immutable)
             self._delete(ns, name)
-            self._apply(ns, name, body)
+            self._apply(ns, name, manifest)
         self._tracked[run.run_id] = (run, ns, name, False)
 
-    def _apply(self, ns: str, name: str, body: dict[str, Any]) -> None:
-        self._call(
+    def _apply(self, ns: str, name: str, manifest: str) -> None:
+        """Server-side apply of the rendered Job; the answer is not decoded into models."""
+        response = self._call(
             self.batch.patch_namespaced_job,
             name,
             ns,
-            body,
+            yaml.load(manifest, Loader=_LOADER),
             field_manager=FIELD_MANAGER,
             force=True,
             _content_type=_APPLY,
+            _preload_content=False,
         )
+        response.drain_conn()
+        response.release_conn()
 
     def _delete(self, ns: str, name: str) -> None:
         try:
@@ -184,62 +192,102 @@ class KubernetesBackend:
         for (ns, task), run_ids in by_task.items():
             jobs = self._list_jobs(ns, task)
             pods: dict[str, dict[str, Any]] | None = None
+            not_ready: list[str] = []
             for run_id in run_ids:
                 run, _ns, name, started = self._tracked[run_id]
                 job = jobs.get(name)
                 annotations = (job or {}).get("metadata", {}).get("annotations") or {}
                 if job is None or annotations.get("orchestra.io/run-id") != run_id:
-                    del self._tracked[run_id]
+                    self._untrack(run_id)
                     self._events.append(JobEvent(run, "lost", now_iso(), reason="its Job is gone"))
                     continue
                 status = job.get("status") or {}
                 if status.get("succeeded"):
-                    del self._tracked[run_id]
+                    self._untrack(run_id)
                     self._events.append(JobEvent(run, "finished", now_iso(), exit_code=0))
                 elif status.get("failed"):
                     if pods is None:
                         pods = self._list_pods(ns, task)
                     code, reason = _failure(pods.get(name), status)
-                    del self._tracked[run_id]
+                    self._untrack(run_id)
                     self._events.append(
                         JobEvent(run, "finished", now_iso(), exit_code=code, reason=reason)
                     )
-                elif status.get("active") and not started:
-                    self._tracked[run_id] = (run, ns, name, True)
-                    self._events.append(JobEvent(run, "started", now_iso(), node=name))
+                elif status.get("active"):
+                    if not started:
+                        self._tracked[run_id] = (run, ns, name, True)
+                        self._events.append(JobEvent(run, "started", now_iso(), node=name))
+                    if not status.get("ready"):
+                        not_ready.append(run_id)
+                    elif self._waiting.get(run_id, "") is not None:
+                        # ready: no longer held back (said once; an earlier orchestra process
+                        # may have reported a reason this one never saw)
+                        self._waiting[run_id] = None
+                        self._events.append(JobEvent(run, "waiting", now_iso(), reason=None))
+            if not_ready:
+                self._report_waiting(ns, task, not_ready, pods)
         return self._take()
+
+    def _untrack(self, run_id: str) -> None:
+        del self._tracked[run_id]
+        self._waiting.pop(run_id, None)
+
+    def _report_waiting(
+        self, ns: str, task: str, run_ids: list[str], pods: dict[str, dict[str, Any]] | None
+    ) -> None:
+        """Why the pods of active Jobs not ready yet wait (ImagePullBackOff, Unschedulable...):
+        one list of the task's pods, at most every ``waiting_check`` seconds."""
+        now = time.monotonic()
+        if pods is None:
+            if now - self._pods_checked.get((ns, task), -self.waiting_check) < self.waiting_check:
+                return
+            pods = self._list_pods(ns, task)
+        self._pods_checked[(ns, task)] = now
+        for run_id in run_ids:
+            run, _ns, name, _started = self._tracked[run_id]
+            reason = _waiting(pods.get(name))
+            if reason != self._waiting.get(run_id, ""):
+                self._waiting[run_id] = reason
+                self._events.append(JobEvent(run, "waiting", now_iso(), reason=reason))
 
     def _take(self) -> list[JobEvent]:
         events, self._events = self._events, []
         return events
 
-    def _list_jobs(self, ns: str, task: str) -> dict[str, dict[str, Any]]:
-        selector = f"orchestra.io/task={label_value(task)}"
-        found: dict[str, dict[str, Any]] = {}
+    def _list(self, method: Any, ns: str, selector: str) -> list[dict[str, Any]]:
+        """Every object of one paginated list (``limit``/``continue``), as the API's JSON
+        (not decoded into the client's models: 10,000 Jobs a poll must stay cheap)."""
+        found: list[dict[str, Any]] = []
         token = None
         while True:
-            page: Any = self._call(
-                self.batch.list_namespaced_job,
+            response = self._call(
+                method,
                 ns,
                 label_selector=selector,
                 limit=PAGE,
                 _continue=token,
+                _preload_content=False,
             )
-            for job in page.items:
-                found[job.metadata.name] = self.batch.api_client.sanitize_for_serialization(job)
-            token = page.metadata._continue
+            try:
+                page = json.loads(response.data)
+            finally:
+                response.release_conn()
+            found += page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return found
 
+    def _list_jobs(self, ns: str, task: str) -> dict[str, dict[str, Any]]:
+        jobs = self._list(self.batch.list_namespaced_job, ns, _task_selector(task))
+        return {job["metadata"]["name"]: job for job in jobs}
+
     def _list_pods(self, ns: str, task: str) -> dict[str, dict[str, Any]]:
-        selector = f"orchestra.io/task={label_value(task)}"
-        pods: Any = self._call(self.core.list_namespaced_pod, ns, label_selector=selector)
+        """The task's pods by the name of their Job."""
         found = {}
-        for pod in pods.items:
-            data = self.core.api_client.sanitize_for_serialization(pod)
-            owner = (data.get("metadata", {}).get("labels") or {}).get("job-name")
+        for pod in self._list(self.core.list_namespaced_pod, ns, _task_selector(task)):
+            owner = (pod.get("metadata", {}).get("labels") or {}).get("job-name")
             if owner:
-                found[owner] = data
+                found[owner] = pod
         return found
 
     def cancel(self, run_ids: Collection[str]) -> None:
@@ -272,19 +320,9 @@ class KubernetesBackend:
         """Every Job labelled ``app.kubernetes.io/managed-by: orchestra`` in ``namespaces``."""
         found = []
         for ns in sorted(namespaces):
-            token = None
-            while True:
-                page: Any = self._call(
-                    self.batch.list_namespaced_job,
-                    ns,
-                    label_selector="app.kubernetes.io/managed-by=orchestra",
-                    limit=PAGE,
-                    _continue=token,
-                )
-                found += [self.batch.api_client.sanitize_for_serialization(j) for j in page.items]
-                token = page.metadata._continue
-                if not token:
-                    break
+            found += self._list(
+                self.batch.list_namespaced_job, ns, "app.kubernetes.io/managed-by=orchestra"
+            )
         return found
 
     def delete_job(self, ns: str, name: str) -> None:
@@ -308,6 +346,32 @@ def _retry_after(exc: client.ApiException) -> float | None:
 class _Job:
     def __init__(self, name: str, digest: str, command: str) -> None:
         self.name, self.digest, self.command = name, digest, command
+
+
+def _task_selector(task: str) -> str:
+    return f"orchestra.io/task={label_value(task)}"
+
+
+def _waiting(pod: dict[str, Any] | None) -> str | None:
+    """Why a pod has not started its container, when that is news (not the normal moments of
+    ContainerCreating / PodInitializing)."""
+    status = (pod or {}).get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return _reason_text(
+                condition.get("reason") or "Unschedulable", condition.get("message")
+            )
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason and reason not in ("ContainerCreating", "PodInitializing"):
+            return _reason_text(reason, waiting.get("message"))
+    return None
+
+
+def _reason_text(reason: str, message: str | None) -> str:
+    message = " ".join((message or "").split())
+    return f"waiting: {reason}" + (f": {message[:200]}" if message else "")
 
 
 def _failure(pod: dict[str, Any] | None, status: dict[str, Any]) -> tuple[int, str]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import shlex
 import sys
 from pathlib import Path
-
-import yaml
+from typing import Any
 
 from orchestra.commands._common import load_specs
 from orchestra.errors import FatalError
@@ -43,8 +44,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kubernetes(task: DesiredTask, *, validate: bool) -> list[tuple[str, str]]:
-    from orchestra.backends.k8s_manifest import ManifestRenderer, job_name
+# Rendering many manifests is spread over the CPUs (forked workers inherit the compiled
+# template and the built validator); below this many jobs one process is faster.
+PARALLEL_FROM = 2000
+_SHARED: dict[str, Any] = {}  # the renderer, validator and task, for the workers
+
+
+def _render_chunk(bounds: tuple[int, int]) -> tuple[list[tuple[str, str]], list[str], int]:
+    """Manifests of jobs[start:end], their schema errors, and how many needed a full check."""
+    renderer, validator, task = _SHARED["renderer"], _SHARED["validator"], _SHARED["task"]
+    before = validator.full_checks if validator is not None else 0
+    documents, problems = [], []
+    for job in task.jobs[bounds[0] : bounds[1]]:
+        text, values = renderer.render_with_values(task.spec, task.spec_digest, job)
+        if validator is not None:
+            for error in validator.errors_of_rendered(text, values):
+                problems.append(f"{job.name}: {error}")
+        documents.append((f"{values[0]}.yaml", text))  # the Job's name
+    full = validator.full_checks - before if validator is not None else 0
+    return documents, problems, full
+
+
+def render_kubernetes(
+    task: DesiredTask, *, validate: bool, workers: int | None = None
+) -> tuple[list[tuple[str, str]], list[str], str | None]:
+    """(file name, manifest) per job in job order, schema errors, the schema's version."""
+    from orchestra.backends.k8s_manifest import ManifestRenderer
 
     renderer = ManifestRenderer(task.cluster)
     validator = None
@@ -52,26 +77,38 @@ def _kubernetes(task: DesiredTask, *, validate: bool) -> list[tuple[str, str]]:
         from orchestra.backends.k8s_validate import ManifestValidator
 
         validator = ManifestValidator()
-    documents = []
-    problems = []
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    for job in task.jobs:
-        text = renderer.render(task.spec, task.spec_digest, job)
-        if validator is not None:
-            for error in validator.errors(yaml.load(text, Loader=loader)):
-                problems.append(f"{job.name}: {error}")
-        documents.append((f"{job_name(task.name, job.name)}.yaml", text))
+    _SHARED.update(renderer=renderer, validator=validator, task=task)
+    try:
+        count = len(task.jobs)
+        workers = workers or (os.cpu_count() or 1)
+        if count < PARALLEL_FROM or workers < 2:
+            documents, problems, _full = _render_chunk((0, count))
+        else:
+            _render_chunk((0, 1))  # build the validator and judge the first shape, then fork
+            size = max(500, -(-count // (workers * 4)))
+            bounds = [(start, min(count, start + size)) for start in range(0, count, size)]
+            documents, problems = [], []
+            context = multiprocessing.get_context("fork")
+            with context.Pool(workers) as pool:
+                for chunk_documents, chunk_problems, _full in pool.imap(_render_chunk, bounds):
+                    documents += chunk_documents
+                    problems += chunk_problems
+    finally:
+        _SHARED.clear()
+    return documents, problems, validator.version if validator is not None else None
+
+
+def _kubernetes(task: DesiredTask, *, validate: bool) -> list[tuple[str, str]]:
+    documents, problems, version = render_kubernetes(task, validate=validate)
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
         raise FatalError(
-            f"{len(problems)} schema error(s) in the rendered manifests "
-            f"(Kubernetes {validator.version if validator else '?'})"
+            f"{len(problems)} schema error(s) in the rendered manifests (Kubernetes {version})"
         )
-    if validator is not None:
+    if version is not None:
         print(
-            f"{len(documents)} manifest(s) valid against the Kubernetes {validator.version} schema "
-            "(strict)",
+            f"{len(documents)} manifest(s) valid against the Kubernetes {version} schema (strict)",
             file=sys.stderr,
         )
     return documents

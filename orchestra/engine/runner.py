@@ -420,6 +420,10 @@ class Engine:
         if event.run.run_id not in run.active or job is None or job.run_id != event.run.run_id:
             run.active.pop(event.run.run_id, None)
             return  # an attempt that was replaced (cancelled rerun): its news is old
+        if event.kind == "waiting":  # still running; why it is held back, or no longer
+            if event.reason is not None or (job.reason or "").startswith("waiting: "):
+                run.job_event(name, {"reason": event.reason})
+            return
         if event.kind == "started":
             run.job_event(
                 name,

@@ -6,8 +6,14 @@ create, get, list (label selectors, ``limit``/``continue``), patch (server-side 
 ``application/apply-patch+yaml``, JSON merge patch, strategic merge treated as merge), delete,
 and the Job ``status`` subresource; uid, resourceVersion and creationTimestamp; ``Status``
 bodies for 404, 409 and 422 (including "field is immutable" when an apply changes a Job's pod
-template). Tests drive jobs to an end (``finish_job``) and inject faults (429 with
-Retry-After, 500, dropped connections, latency); every request is counted.
+template). Tests drive jobs to an end (``start_job``, ``finish_job``; or ``auto_complete``
+ends every Job the moment it is created) and inject faults (429 with Retry-After, 500,
+dropped connections, latency); every request is counted.
+
+Run as a program (``python -m tests.fakes.kube_apiserver [--auto-complete]``) it serves in a
+process of its own, so that a benchmark's orchestra does not share its interpreter: it prints
+its URL, answers each ``requests`` line on stdin with the request counts as JSON, and stops
+at end of input.
 """
 
 from __future__ import annotations
@@ -121,9 +127,11 @@ class Faults:
 
 
 class FakeKubeAPIServer:
-    def __init__(self) -> None:
+    def __init__(self, *, auto_complete: bool = False) -> None:
+        self.auto_complete = auto_complete
         self.lock = threading.RLock()
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (kind, ns, name)
+        self._pods: dict[tuple[str, str], str] = {}  # (ns, Job) -> the name of its pod
         self.resource_version = 0
         self.requests: Counter[str] = Counter()  # "VERB kind" -> count
         self.faults = Faults()
@@ -139,20 +147,7 @@ class FakeKubeAPIServer:
 
     def write_kubeconfig(self, path: Any, context: str = "fake") -> None:
         """A kubeconfig whose ``context`` (the current one) points at this server."""
-        path.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": context, "cluster": {"server": self.url}}],
-                    "users": [{"name": "user", "user": {}}],
-                    "contexts": [
-                        {"name": context, "context": {"cluster": context, "user": "user"}}
-                    ],
-                    "current-context": context,
-                }
-            )
-        )
+        write_kubeconfig(path, self.url, context)
 
     def __enter__(self) -> FakeKubeAPIServer:
         self.thread.start()
@@ -189,6 +184,8 @@ class FakeKubeAPIServer:
             body.setdefault("status", {})
             self._bump(body)
             self.objects[key] = body
+            if kind == "Job" and self.auto_complete:
+                self.finish_job(namespace, name)
             return 201, copy.deepcopy(body)
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -220,37 +217,47 @@ class FakeKubeAPIServer:
             return items
 
     # test helpers --------------------------------------------------------------------------
+    def start_job(
+        self, namespace: str, name: str, waiting: str | None = None, message: str = ""
+    ) -> None:
+        """Give a Job its pod, as the cluster would: running (ready), or stuck waiting with a
+        container reason (``ImagePullBackOff``...) or ``Unschedulable``."""
+        with self.lock:
+            job = self.objects[("Job", namespace, name)]
+            if waiting == "Unschedulable":
+                state: dict[str, Any] = {}
+                conditions = [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": waiting,
+                        "message": message,
+                    }
+                ]
+            elif waiting:
+                state, conditions = {"waiting": {"reason": waiting, "message": message}}, []
+            else:
+                state, conditions = {"running": {"startedAt": _now()}}, []
+            self._set_pod(job, "Pending" if waiting else "Running", state, conditions)
+            job["status"] = {
+                "startTime": job["metadata"]["creationTimestamp"],
+                "active": 1,
+                "ready": 0 if waiting else 1,
+            }
+            self._bump(job)
+
     def finish_job(
         self, namespace: str, name: str, exit_code: int = 0, reason: str | None = None
     ) -> None:
         """End a Job as the cluster would: its pod terminated, the Job Complete or Failed."""
         with self.lock:
             job = self.objects[("Job", namespace, name)]
-            labels = {**job["spec"]["template"]["metadata"].get("labels", {}), "job-name": name}
             terminated = {
                 "exitCode": exit_code,
                 "reason": reason or ("Completed" if exit_code == 0 else "Error"),
             }
-            pod = {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": f"{name}-{uuid.uuid4().hex[:5]}", "labels": labels},
-                "spec": copy.deepcopy(job["spec"]["template"]["spec"]),
-                "status": {
-                    "phase": "Succeeded" if exit_code == 0 else "Failed",
-                    "containerStatuses": [
-                        {
-                            "name": "job",
-                            "image": job["spec"]["template"]["spec"]["containers"][0]["image"],
-                            "imageID": "",
-                            "ready": False,
-                            "restartCount": 0,
-                            "state": {"terminated": terminated},
-                        }
-                    ],
-                },
-            }
-            self.create("Pod", namespace, pod)
+            phase = "Succeeded" if exit_code == 0 else "Failed"
+            self._set_pod(job, phase, {"terminated": terminated}, [])
             condition = "Complete" if exit_code == 0 else "Failed"
             job["status"] = {
                 "startTime": job["metadata"]["creationTimestamp"],
@@ -261,6 +268,44 @@ class FakeKubeAPIServer:
                 ],
             }
             self._bump(job)
+
+    def _set_pod(
+        self,
+        job: dict[str, Any],
+        phase: str,
+        state: dict[str, Any],
+        conditions: list[dict[str, Any]],
+    ) -> None:
+        """The Job's one pod (created on first use) in this phase and container state."""
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        pod = self.objects.get(("Pod", namespace, self._pods.get((namespace, name), "")))
+        if pod is None:
+            labels = {**job["spec"]["template"]["metadata"].get("labels", {}), "job-name": name}
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"{name}-{uuid.uuid4().hex[:5]}", "labels": labels},
+                "spec": copy.deepcopy(job["spec"]["template"]["spec"]),
+            }
+            self.create("Pod", namespace, pod)
+            self._pods[(namespace, name)] = pod["metadata"]["name"]
+        pod["status"] = {
+            "phase": phase,
+            "conditions": conditions,
+            "containerStatuses": []
+            if not state
+            else [
+                {
+                    "name": "job",
+                    "image": job["spec"]["template"]["spec"]["containers"][0]["image"],
+                    "imageID": "",
+                    "ready": phase == "Running",
+                    "restartCount": 0,
+                    "state": state,
+                }
+            ],
+        }
+        self._bump(pod)
 
     def jobs(self, namespace: str | None = None) -> list[dict[str, Any]]:
         return self.list("Job", namespace, "")
@@ -363,8 +408,24 @@ def _decode(raw: bytes, content_type: str) -> Any:
     if not raw:
         return None
     if "yaml" in content_type:
-        return yaml.safe_load(raw)
+        return yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return json.loads(raw)
+
+
+def write_kubeconfig(path: Any, url: str, context: str = "fake") -> None:
+    """A kubeconfig whose ``context`` (the current one) points at ``url``."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": context, "cluster": {"server": url}}],
+                "users": [{"name": "user", "user": {}}],
+                "contexts": [{"name": context, "context": {"cluster": context, "user": "user"}}],
+                "current-context": context,
+            }
+        )
+    )
 
 
 def _not_found(kind: str, name: str) -> tuple[int, dict[str, Any]]:
@@ -510,3 +571,17 @@ def _discovery(path: str) -> dict[str, Any] | None:
             "resources": resources,
         }
     return None
+
+
+def main() -> None:
+    import sys
+
+    with FakeKubeAPIServer(auto_complete="--auto-complete" in sys.argv) as server:
+        print(server.url, flush=True)
+        for line in sys.stdin:
+            if line.strip() == "requests":
+                print(json.dumps(dict(server.requests)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
