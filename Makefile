@@ -71,7 +71,7 @@ demo: $(RUNTIME_STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_validate.py --json benchmarks/out/validate.json
 	$(PY) benchmarks/bench_engine.py --json benchmarks/out/engine.json
-	$(PY) benchmarks/bench_kubernetes.py --jobs 1000 --manifests 2000 --json benchmarks/out/kubernetes.json
+	$(PY) benchmarks/bench_kubernetes.py --json benchmarks/out/kubernetes.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache .demo build dist
