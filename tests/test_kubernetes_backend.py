@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -273,3 +274,24 @@ def test_why_a_pod_waits_shows_in_status_before_the_job_fails(
     server.start_job(ns, names["c0"])  # the image came: running
     assert repo.orchestra("apply") == 0
     assert repo.status(task)["jobs"]["c0"].get("reason") is None
+
+
+def test_an_evicted_pod_is_a_failure_with_the_kubelets_message_then_retried(
+    repo: Repo, server: FakeKubeAPIServer
+) -> None:
+    repo.configs({"c0.txt": "ok\n"})
+    task = repo.task(bypass=True, maxRetries=1)
+    assert repo.orchestra("apply") == 0
+    (job,) = server.jobs()
+    message = "The node was low on resource: memory. Container job was using 9Gi."
+    server.finish_job("orchestra-alice", job["metadata"]["name"], 1, evicted=message)
+    assert repo.orchestra("apply") == 0  # sees the eviction, submits the retry
+    record = repo.status(task)["jobs"]["c0"]
+    assert record["state"] in ("submitted", "running") and record["attempts"] == 2
+    events = [json.loads(line) for line in (repo.task_dir(task) / "events.jsonl").open()]
+    assert {"exitCode": 137, "state": "pending", "reason": f"Evicted: {message}"}.items() <= next(
+        e for e in events if e.get("exitCode") == 137
+    ).items()
+    with Kubelet(server):
+        assert repo.orchestra("apply", "--wait") == 0
+    assert repo.status(task)["jobs"]["c0"]["state"] == "done"

@@ -375,8 +375,13 @@ def _reason_text(reason: str, message: str | None) -> str:
 
 
 def _failure(pod: dict[str, Any] | None, status: dict[str, Any]) -> tuple[int, str]:
-    """Exit code and reason of a failed Job, from its pod when there is one."""
-    for container in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
+    """Exit code and reason of a failed Job, from its pod when there is one. A pod the node
+    evicted (memory or disk pressure) says so at the pod's level, with the kubelet's message."""
+    pod_status = (pod or {}).get("status") or {}
+    if pod_status.get("reason") == "Evicted":
+        message = " ".join(str(pod_status.get("message") or "").split())
+        return 137, "Evicted" + (f": {message[:200]}" if message else "")
+    for container in pod_status.get("containerStatuses") or []:
         terminated = (container.get("state") or {}).get("terminated")
         if terminated:
             return int(terminated.get("exitCode", 1)), str(terminated.get("reason") or "Error")

@@ -247,9 +247,16 @@ class FakeKubeAPIServer:
             self._bump(job)
 
     def finish_job(
-        self, namespace: str, name: str, exit_code: int = 0, reason: str | None = None
+        self,
+        namespace: str,
+        name: str,
+        exit_code: int = 0,
+        reason: str | None = None,
+        *,
+        evicted: str | None = None,
     ) -> None:
-        """End a Job as the cluster would: its pod terminated, the Job Complete or Failed."""
+        """End a Job as the cluster would: its pod terminated, the Job Complete or Failed
+        (``evicted``: the node evicted the pod, with this message)."""
         with self.lock:
             job = self.objects[("Job", namespace, name)]
             terminated = {
@@ -257,7 +264,9 @@ class FakeKubeAPIServer:
                 "reason": reason or ("Completed" if exit_code == 0 else "Error"),
             }
             phase = "Succeeded" if exit_code == 0 else "Failed"
-            self._set_pod(job, phase, {"terminated": terminated}, [])
+            pod = self._set_pod(job, phase, {"terminated": terminated}, [])
+            if evicted is not None:
+                pod["status"].update(reason="Evicted", message=evicted, containerStatuses=[])
             condition = "Complete" if exit_code == 0 else "Failed"
             job["status"] = {
                 "startTime": job["metadata"]["creationTimestamp"],
@@ -275,7 +284,7 @@ class FakeKubeAPIServer:
         phase: str,
         state: dict[str, Any],
         conditions: list[dict[str, Any]],
-    ) -> None:
+    ) -> dict[str, Any]:
         """The Job's one pod (created on first use) in this phase and container state."""
         namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
         pod = self.objects.get(("Pod", namespace, self._pods.get((namespace, name), "")))
@@ -306,6 +315,7 @@ class FakeKubeAPIServer:
             ],
         }
         self._bump(pod)
+        return pod
 
     def jobs(self, namespace: str | None = None) -> list[dict[str, Any]]:
         return self.list("Job", namespace, "")
