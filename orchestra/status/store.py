@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from orchestra.fsutil import atomic_write, now_iso
+from orchestra.fsutil import atomic_write, now_iso, paused_gc
 from orchestra.status.model import JobRecord, TaskRecord, jobs_digest
 
 STATUS_FILE = "status.yaml"
@@ -178,9 +178,12 @@ class TaskStore:
             self.snapshot()
 
     def snapshot(self) -> None:
-        record = self.record
-        if record is None:
+        if self.record is None:
             return
+        with paused_gc():
+            self._snapshot(self.record)
+
+    def _snapshot(self, record: TaskRecord) -> None:
         started = time.monotonic()
         lines = self._lines
         for name in self._dirty:
@@ -226,7 +229,8 @@ def read_snapshot(path: Path) -> tuple[TaskRecord | None, int]:
     except (FileNotFoundError, UnicodeDecodeError):
         return None, 0
     try:
-        return _fast_parse(text)
+        with paused_gc():
+            return _fast_parse(text)
     except (ValueError, KeyError, IndexError):
         pass
     try:
