@@ -79,6 +79,19 @@ running jobs, leaves them pending and exits 130; the next apply resumes.
 exit codes: 0 done, 1 error, 3 a task this run acted on ended broken or finalized.
 """
 
+RECONCILE_EPILOG = """\
+examples:
+  orchestra reconcile                          HEAD of the repository here, once (CI on push)
+  orchestra reconcile --ref origin/main --fetch
+  orchestra reconcile --dry-run --format json  what the commit would change
+  orchestra reconcile --watch --interval 30    a long-running reconciler (fetches each pass)
+
+Two reconcilers of the same storage never act at once: the second waits --lock-timeout
+seconds, then exits 1 naming the holder (pid, host, since, commit).
+exit codes: 0 done, 1 error or invalid commit, 3 a task this pass acted on ended broken or
+finalized.
+"""
+
 RENDER_EPILOG = """\
 examples:
   orchestra render user.alice.my_task_tutorial | less
@@ -214,6 +227,52 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check each manifest against the Kubernetes OpenAPI schema (strict)",
     )
+
+    reconcile = _command(
+        commands,
+        "reconcile",
+        "make a git commit true (CI on every push, or --watch)",
+        "Read the specs from a commit of the git repository (its object database: uncommitted "
+        "edits never reach a cluster), validate all of them (an invalid commit applies "
+        "nothing), plan and apply under a per-storage lock, record the commit in each task's "
+        "status and in <storage>/.orchestra/reconcile.json.",
+        RECONCILE_EPILOG,
+    )
+    reconcile.add_argument(
+        "--repo", default=".", metavar="DIR", help="the git repository of the specs (default: .)"
+    )
+    reconcile.add_argument(
+        "--ref", default="HEAD", help="branch, tag or commit to reconcile (default: HEAD)"
+    )
+    reconcile.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
+    reconcile.add_argument(
+        "--fetch", action="store_true", help="fetch the remotes first (always with --watch)"
+    )
+    reconcile.add_argument(
+        "--watch", action="store_true", help="keep reconciling: poll the ref every --interval"
+    )
+    reconcile.add_argument(
+        "--interval", type=float, default=60.0, metavar="S", help="seconds between passes (60)"
+    )
+    reconcile.add_argument(
+        "--passes", type=int, default=0, metavar="N", help="with --watch: stop after N passes"
+    )
+    reconcile.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="how long to wait for another reconcile of the same storage (default 600 s)",
+    )
+    reconcile.add_argument(
+        "--wait", action="store_true", help="follow the jobs to the end (remote backends)"
+    )
+    reconcile.add_argument("--prune", action="store_true", help="as apply --prune")
+    reconcile.add_argument("--force", action="store_true", help="as apply --force")
+    reconcile.add_argument(
+        "--offline", action="store_true", help="skip the checks that need the storage"
+    )
+    _add_format(reconcile)
 
     retry = _command(
         commands,

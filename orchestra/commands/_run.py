@@ -31,12 +31,16 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run_engine(
-    work: list[DesiredTask], *, retry: Iterable[str] = (), wait: bool = True
+    work: list[DesiredTask],
+    *,
+    retry: Iterable[str] = (),
+    wait: bool = True,
+    commit: str | None = None,
 ) -> list[TaskRun] | None:
     """Prepare and drive ``work``; None when, once prepared, there was nothing to run."""
     with sigterm_as_interrupt():
         engine = Engine(make_progress(sys.stderr))
-        engine.prepare(work, retry=retry)
+        engine.prepare(work, retry=retry, commit=commit)
         if all(not r.count("pending") and not r.active for r in engine.runs) and all(
             r.phase in ("done", "finalized", "broken", "killed") for r in engine.runs
         ):

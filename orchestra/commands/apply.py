@@ -52,31 +52,47 @@ def run(args: argparse.Namespace) -> int:
     text = args.format != "json"
     if text:
         print_plan(plan, sys.stdout)
-    work_names = {t.name for t in plan.tasks if t.action in ("create", "update", "resume")}
-    work = [task for task in planned.desired if task.name in work_names]
-    pruned = []
-    if args.prune:
-        for orphan in planned.orphans:
-            cluster = specs.clusters.get(orphan.record.cluster)
-            if cluster is not None and orphan.record.phase != "killed":
-                kill_task(orphan.task_dir, cluster, reason="pruned: no spec defines it")
-                pruned.append(orphan.record.name)
-    if args.prune:
-        pruned += _prune_cluster_jobs(specs, force=args.force, text=text)
-    _refresh_stale_snapshots(planned, exclude=work_names)
-    if not work:
+    runs, pruned = execute(planned, wait=args.wait, prune=args.prune, force=args.force, text=text)
+    if runs is None:
         if text:
             print("Nothing to apply." + (f" Pruned {len(pruned)} orphan(s)." if pruned else ""))
         else:
             _print_json([], pruned)
         return 0
-    local = all(t.cluster.backend == "local" for t in work)
-    runs = run_engine(work, wait=args.wait or local) or []
     if text:
         print_outcome(runs)
     else:
         _print_json(runs, pruned)
     return exit_code(runs)
+
+
+def execute(
+    planned: Planned,
+    *,
+    wait: bool,
+    prune: bool,
+    force: bool,
+    text: bool,
+    commit: str | None = None,
+) -> tuple[list[TaskRun] | None, list[str]]:
+    """Carry a plan out (apply and reconcile): prune if asked, then run the tasks with work.
+    Returns the runs (None: no task had work) and what was pruned."""
+    plan, specs = planned.plan, planned.specs
+    work_names = {t.name for t in plan.tasks if t.action in ("create", "update", "resume")}
+    work = [task for task in planned.desired if task.name in work_names]
+    pruned = []
+    if prune:
+        for orphan in planned.orphans:
+            cluster = specs.clusters.get(orphan.record.cluster)
+            if cluster is not None and orphan.record.phase != "killed":
+                kill_task(orphan.task_dir, cluster, reason="pruned: no spec defines it")
+                pruned.append(orphan.record.name)
+        pruned += _prune_cluster_jobs(specs, force=force, text=text)
+    _refresh_stale_snapshots(planned, exclude=work_names)
+    if not work:
+        return None, pruned
+    local = all(t.cluster.backend == "local" for t in work)
+    return run_engine(work, wait=wait or local, commit=commit) or [], pruned
 
 
 def _print_json(runs: list[TaskRun], pruned: list[str]) -> None:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestra.spec import semantic
 from orchestra.spec.diagnostics import Diagnostic
-from orchestra.spec.discover import discover
-from orchestra.spec.loader import load_file
+from orchestra.spec.discover import SpecFile, discover
+from orchestra.spec.loader import LoadResult, load_file
 from orchestra.spec.model import SpecSet
 from orchestra.spec.schema import KINDS, check_document
 from orchestra.spec.validcache import ValidCache
@@ -48,13 +48,26 @@ class ValidationResult:
 def validate_paths(paths: Sequence[str], cwd: Path, *, offline: bool = False) -> ValidationResult:
     """Check every document under ``paths``; report problems of the files asked for only."""
     files, problems = discover(paths, cwd)
+    return validate_files(files, problems, lambda f: load_file(f.path, f.display), offline=offline)
+
+
+def validate_files(
+    files: Sequence[SpecFile],
+    problems: list[Diagnostic],
+    read: Callable[[SpecFile], LoadResult],
+    *,
+    offline: bool = False,
+) -> ValidationResult:
+    """Check every document of ``files``, each loaded by ``read`` (from disk, or from a git
+    commit); report problems of the files asked for only."""
+    problems = list(problems)
     placed: list[semantic.Placed] = []
     requested = {f.display for f in files if f.requested}
     broken: set[tuple[str, str]] = set()  # (kind, name) of documents that failed the schema
     documents = 0
     valid_cache = ValidCache()
     for spec_file in files:
-        loaded = load_file(spec_file.path, spec_file.display)
+        loaded = read(spec_file)
         problems += loaded.diagnostics
         for doc in loaded.documents:
             documents += spec_file.requested

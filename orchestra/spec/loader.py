@@ -97,13 +97,19 @@ def _syntax(display: str, line: int, column: int, message: str) -> Diagnostic:
 
 def load_file(path: str | os.PathLike[str], display: str) -> LoadResult:
     """Load every document of one file. Never raises for bad content or unreadable files."""
-    result = LoadResult()
     try:
         with open(path, "rb") as stream:
             raw = stream.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
+        result = LoadResult()
         result.diagnostics.append(_syntax(display, 1, 1, f"cannot read file: {exc.strerror}"))
         return result
+    return load_bytes(raw, display)
+
+
+def load_bytes(raw: bytes, display: str) -> LoadResult:
+    """Load every document of a file's content (e.g. a blob of a git commit)."""
+    result = LoadResult()
     if len(raw) > MAX_FILE_BYTES:
         result.diagnostics.append(
             _syntax(display, 1, 1, f"file is larger than {MAX_FILE_BYTES // 2**20} MiB: refused")
