@@ -92,6 +92,19 @@ exit codes: 0 done, 1 error or invalid commit, 3 a task this pass acted on ended
 finalized.
 """
 
+DATASET_EPILOG = """\
+example (the original: orchestra_registry.py -d ... -p ... --cluster LPS):
+  orchestra dataset add -d user.alice.my_data_file -p my_data_file.json
+  orchestra dataset add -d user.alice.my_config_files -p my_config_files/
+"""
+
+TASK_EPILOG = """\
+example (the original: orchestra_create.py with the same flags):
+  orchestra task new -c user.alice.my_config_files -d user.alice.my_data_file -o output \\
+      -t user.alice.my_task_tutorial --containerImage alice/orchestra_tutorial:1.0 \\
+      --exec "python3 /job_tuning.py -d %DATA -c %IN -o %OUT" --cluster lps --bypass
+"""
+
 RENDER_EPILOG = """\
 examples:
   orchestra render user.alice.my_task_tutorial | less
@@ -228,6 +241,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="check each manifest against the Kubernetes OpenAPI schema (strict)",
     )
 
+    _add_reconcile(commands)
+    _add_scaffolding(commands)
+
+    retry = _command(
+        commands,
+        "retry",
+        "run a task's failed jobs again",
+        "Reset the failed jobs of TASK (a fresh retry budget each) and run them; on a broken "
+        "task the failed test jobs run first. Exit 3 when the task ends broken or finalized.",
+        None,
+    )
+    retry.add_argument("task", metavar="TASK")
+
+    delete = _command(
+        commands,
+        "delete",
+        "stop a task (and with --purge remove its directory)",
+        "Cancel the running jobs of TASK and mark it killed; apply leaves a killed task alone "
+        "while its spec is unchanged. --purge also removes its directory (outputs included), "
+        "so the next apply launches it afresh.",
+        None,
+    )
+    delete.add_argument("task", metavar="TASK")
+    delete.add_argument("--purge", action="store_true", help="also remove the task directory")
+    return parser
+
+
+def _add_reconcile(commands: Any) -> None:
     reconcile = _command(
         commands,
         "reconcile",
@@ -274,28 +315,71 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_format(reconcile)
 
-    retry = _command(
-        commands,
-        "retry",
-        "run a task's failed jobs again",
-        "Reset the failed jobs of TASK (a fresh retry budget each) and run them; on a broken "
-        "task the failed test jobs run first. Exit 3 when the task ends broken or finalized.",
-        None,
-    )
-    retry.add_argument("task", metavar="TASK")
 
-    delete = _command(
+def _add_scaffolding(commands: Any) -> None:
+    dataset = _command(
         commands,
-        "delete",
-        "stop a task (and with --purge remove its directory)",
-        "Cancel the running jobs of TASK and mark it killed; apply leaves a killed task alone "
-        "while its spec is unchanged. --purge also removes its directory (outputs included), "
-        "so the next apply launches it afresh.",
-        None,
+        "dataset",
+        "write a Dataset spec (the original orchestra_registry.py)",
+        "Scaffolding: writes users/<owner>/datasets/<name>.yaml and validates it with the "
+        "rest of the repository; commit it to make it real.",
+        DATASET_EPILOG,
     )
-    delete.add_argument("task", metavar="TASK")
-    delete.add_argument("--purge", action="store_true", help="also remove the task directory")
-    return parser
+    dataset_actions = dataset.add_subparsers(dest="action", metavar="ACTION", required=True)
+    dataset_add = dataset_actions.add_parser(
+        "add",
+        help="a new Dataset: a file or directory under <storage>/<owner>/files/",
+        description="A new Dataset spec, from the original tool's flags.",
+    )
+    dataset_add.add_argument(
+        "-d", "--dataset", required=True, metavar="NAME", help="user.<owner>.<name>"
+    )
+    dataset_add.add_argument(
+        "-p", "--path", required=True, help="relative to <storage>/<owner>/files/"
+    )
+    dataset_add.add_argument(
+        "--cluster", help="accepted for the original tool's sake: a Dataset is per storage"
+    )
+    dataset_add.add_argument("--description", help="a line saying what it holds")
+    dataset_add.add_argument("--offline", action="store_true", help="skip storage checks")
+
+    task = _command(
+        commands,
+        "task",
+        "write a Task spec (the original orchestra_create.py)",
+        "Scaffolding: writes users/<owner>/tasks/<name>.yaml and validates it with the rest "
+        "of the repository; commit it (or 'orchestra apply') to run it.",
+        TASK_EPILOG,
+    )
+    task_actions = task.add_subparsers(dest="action", metavar="ACTION", required=True)
+    task_new = task_actions.add_parser(
+        "new", help="a new Task", description="A new Task spec, from the original tool's flags."
+    )
+    task_new.add_argument("-t", "--task", required=True, metavar="NAME", help="user.<owner>.<name>")
+    task_new.add_argument(
+        "-c",
+        "--configFile",
+        dest="configs",
+        required=True,
+        metavar="DATASET",
+        help="the configs Dataset (one job per file)",
+    )
+    task_new.add_argument(
+        "-d", "--dataFile", dest="data", required=True, metavar="DATASET", help="the data Dataset"
+    )
+    task_new.add_argument("-o", "--output", required=True, help="the file each job writes (%%OUT)")
+    task_new.add_argument(
+        "--containerImage", "--image", dest="image", required=True, metavar="IMAGE"
+    )
+    task_new.add_argument(
+        "--exec", required=True, metavar="COMMAND", help="with %%DATA, %%IN and %%OUT"
+    )
+    task_new.add_argument("--cluster", required=True, help="a Cluster name")
+    task_new.add_argument("--bypass", action="store_true", help="skip the test jobs")
+    task_new.add_argument("--testJobs", type=int, metavar="N")
+    task_new.add_argument("--maxRetries", type=int, metavar="N")
+    task_new.add_argument("--parallelism", type=int, metavar="N")
+    task_new.add_argument("--offline", action="store_true", help="skip storage checks")
 
 
 def _command(
