@@ -180,7 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--detail", action="store_true", help="list every job change and unchanged task"
     )
-    _add_format(plan)
+    plan.add_argument(
+        "--format",
+        choices=("text", "json", "markdown"),
+        default="text",
+        help="output format (markdown: for a CI job summary)",
+    )
 
     apply = _command(
         commands,

@@ -195,3 +195,19 @@ def _wait_for(condition: object, timeout: float = 20.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def test_plan_as_markdown_for_a_ci_job_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = Repo(tmp_path)
+    repo.configs({"c0.txt": "0\n", "c1.txt": "1\n"})
+    task = repo.task(testJobs=1, exec="echo 'a|b' > %OUT # %IN %DATA")
+    assert repo.orchestra("plan", "--format", "markdown", "--detailed-exitcode") == 2
+    out = capsys.readouterr().out
+    assert out.startswith("### Orchestra plan: 1 task to create (2 jobs)\n")
+    assert f"| + | `{task}` | create | 2 jobs, the first 1 as tests, on here |" in out
+    assert repo.orchestra("apply") == 0
+    capsys.readouterr()
+    assert repo.orchestra("plan", "--format", "markdown") == 0
+    assert "No changes: the tasks match their specs." in capsys.readouterr().out

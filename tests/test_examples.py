@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from orchestra.spec.checker import validate_paths
 from tests.conftest import EXAMPLES
 
@@ -81,3 +83,16 @@ def test_job_script_fails_on_a_missing_config(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert not (tmp_path / "out").exists()
+
+
+def test_the_ci_and_pre_commit_examples_run_the_documented_commands() -> None:
+    root = EXAMPLES.parent
+    github = yaml.safe_load((EXAMPLES / "ci" / "github-actions.yml").read_text())
+    steps = [s.get("run", "") for job in github["jobs"].values() for s in job["steps"]]
+    assert any("orchestra plan --detailed-exitcode --format markdown" in s for s in steps)
+    assert any(s.startswith("orchestra reconcile") for s in steps)
+    gitlab = yaml.safe_load((EXAMPLES / "ci" / "gitlab-ci.yml").read_text())
+    assert any("orchestra reconcile" in line for line in gitlab["reconcile"]["script"])
+    (hook,) = yaml.safe_load((root / ".pre-commit-hooks.yaml").read_text())
+    assert hook["id"] == "orchestra-validate" and hook["entry"].startswith("orchestra validate")
+    assert "/users/alice/" in (EXAMPLES / "CODEOWNERS").read_text()

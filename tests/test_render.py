@@ -177,10 +177,21 @@ def test_render_of_a_local_task_shows_the_scripts(tmp_path: Path, run: Run) -> N
 
 
 def test_shipped_kubernetes_examples_are_valid(validator: ManifestValidator) -> None:
-    documents = list(yaml.safe_load_all((EXAMPLES / "kubernetes" / "rbac.yaml").read_text()))
-    assert {d["kind"] for d in documents} == {"Role", "RoleBinding", "Namespace"}
-    for document in documents:
-        assert validator.errors(document) == []
+    rbac = list(yaml.safe_load_all((EXAMPLES / "kubernetes" / "rbac.yaml").read_text()))
+    assert {d["kind"] for d in rbac} == {"Role", "RoleBinding", "Namespace"}
+    reconciler = list(yaml.safe_load_all((EXAMPLES / "kubernetes" / "reconciler.yaml").read_text()))
+    assert {d["kind"] for d in reconciler} == {
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "RoleBinding",
+        "Deployment",
+    }
+    for document in rbac + reconciler:
+        assert validator.errors(document) == [], document["kind"]
+    (deployment,) = [d for d in reconciler if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"][:1] == ["reconcile"] and "--watch" in container["args"]
 
 
 # The shape shortcut of errors_of_rendered: it must give, for every manifest, exactly the

@@ -26,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         json.dump(plan_json(planned.plan), sys.stdout, indent=2)
         sys.stdout.write("\n")
+    elif args.format == "markdown":
+        print_markdown(planned.plan, sys.stdout)
     else:
         print_plan(planned.plan, sys.stdout, detail=args.detail)
         if args.out:
@@ -110,6 +112,19 @@ def _task_line(task: TaskPlan) -> str:
     else:
         what = task.reason
     return f"  {SYMBOLS[task.action]} {task.name}  {task.action}: {what}"
+
+
+def print_markdown(plan: Plan, out: TextIO) -> None:
+    """The plan as GitHub/GitLab markdown (a CI job summary, a merge-request comment)."""
+    out.write(f"### Orchestra plan: {summary(plan)}\n\n")
+    shown = [t for t in plan.tasks if t.action != "unchanged"]
+    if not shown:
+        out.write("No changes: the tasks match their specs.\n")
+        return
+    out.write("| | task | action | what |\n|---|---|---|---|\n")
+    for task in shown:
+        what = _task_line(task).split(f"{task.action}: ", 1)[1].replace("|", "\\|")
+        out.write(f"| {SYMBOLS[task.action]} | `{task.name}` | {task.action} | {what} |\n")
 
 
 def print_plan(plan: Plan, out: TextIO, *, detail: bool = False) -> None:
