@@ -199,18 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument(
         "paths", nargs="*", metavar="PATH", help="spec files or directories, or a saved PLAN"
     )
-    apply.add_argument(
-        "--wait", action="store_true", help="follow the jobs to the end (remote backends)"
-    )
-    apply.add_argument(
-        "--prune",
-        action="store_true",
-        help="stop orphaned tasks (no spec): running jobs cancelled; on Kubernetes also delete "
-        "Jobs that no status knows as a current attempt",
-    )
-    apply.add_argument(
-        "--force", action="store_true", help="with --prune: even when more than half would go"
-    )
+    _add_apply_options(apply)
     _add_format(apply)
 
     status = _command(
@@ -310,11 +299,7 @@ def _add_reconcile(commands: Any) -> None:
         metavar="S",
         help="how long to wait for another reconcile of the same storage (default 600 s)",
     )
-    reconcile.add_argument(
-        "--wait", action="store_true", help="follow the jobs to the end (remote backends)"
-    )
-    reconcile.add_argument("--prune", action="store_true", help="as apply --prune")
-    reconcile.add_argument("--force", action="store_true", help="as apply --force")
+    _add_apply_options(reconcile)
     reconcile.add_argument(
         "--offline", action="store_true", help="skip the checks that need the storage"
     )
@@ -398,6 +383,22 @@ def _command(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     return parser
+
+
+def _add_apply_options(parser: argparse.ArgumentParser) -> None:
+    """What apply and reconcile share: --wait, --prune, --force."""
+    parser.add_argument(
+        "--wait", action="store_true", help="follow the jobs to the end (remote backends)"
+    )
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="stop orphaned tasks (no spec): running jobs cancelled; on Kubernetes also delete "
+        "Jobs that no status knows as a current attempt",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="with --prune: even when more than half would go"
+    )
 
 
 def _add_format(parser: argparse.ArgumentParser) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -233,3 +235,29 @@ def test_the_watcher_launches_the_rest_after_the_test_jobs_pass(
         status = repo.status(task)
         assert status["phase"] == "done" and status["counts"]["done"] == 5
         assert server.requests["PATCH Job"] == 5
+
+
+def test_a_lock_left_by_a_killed_reconciler_is_not_in_the_way(repo: GitRepo) -> None:
+    """Stale locks free themselves: the kernel drops an flock when its holder dies."""
+    repo.configs({"c0.txt": "0\n"})
+    task = repo.task(bypass=True)
+    repo.commit()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path\n"
+            "from orchestra.gitops.lock import ReconcileLock\n"
+            "ReconcileLock(Path(sys.argv[1])).acquire(5, commit='c0ffee', user='gone')\n"
+            "print('held', flush=True); time.sleep(600)",
+            str(repo.storage),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    holder.kill()  # SIGKILL: no chance to release anything
+    holder.wait()
+    assert "gone" in (repo.storage / ".orchestra" / "reconcile.lock").read_text()
+    assert repo.orchestra("reconcile", "--lock-timeout", "0") == 0
+    assert repo.status(task)["phase"] == "done"

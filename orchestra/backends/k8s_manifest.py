@@ -155,21 +155,6 @@ class ManifestRenderer:
                 f"cluster {cluster.name!r}: template {directory}/{TEMPLATE}: {exc}"
             ) from exc
 
-    def variables(
-        self,
-        spec: TaskSpec,
-        spec_digest: str,
-        job: RenderedJob,
-        *,
-        attempt: int = 1,
-        run_id: str = "",
-        commit: str | None = None,
-    ) -> dict[str, Any]:
-        """The template's variables. Mappings come sorted by key (``dictsort`` not needed)."""
-        return self._variables(
-            spec, spec_digest, job, attempt=attempt, run_id=run_id, commit=commit
-        )[0]
-
     def render(self, spec: TaskSpec, spec_digest: str, job: RenderedJob, **kwargs: Any) -> str:
         return self.render_with_values(spec, spec_digest, job, **kwargs)[0]
 
