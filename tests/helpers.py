@@ -81,8 +81,12 @@ class Repo:
         return self.task_dir(name) / "jobs" / job
 
     def status(self, name: str) -> dict[str, Any]:
+        """status.yaml as a YAML parser reads it, each job's row keyed by ``jobColumns``."""
         data = yaml.load((self.task_dir(name) / "status.yaml").read_text(), Loader=yaml.CSafeLoader)
         assert isinstance(data, dict)
+        columns = data["jobColumns"]
+        jobs = data["jobs"] or {}
+        data["jobs"] = {row[0]: dict(zip(columns, row, strict=True)) for row in jobs}
         return data
 
     def events(self, name: str) -> list[dict[str, Any]]:

@@ -39,7 +39,7 @@ def test_the_original_tutorial_steps_write_valid_specs_that_run(repo: Repo, run:
     task = yaml.safe_load((repo.root / "users" / "alice" / "tasks" / "my_task.yaml").read_text())
     assert task["spec"]["bypass"] is True and task["spec"]["image"] == "alice/img:1"
     assert run("-C", str(repo.root), "apply").code == 0
-    status = yaml.safe_load((repo.task_dir("user.alice.my_task") / "status.yaml").read_text())
+    status = repo.status("user.alice.my_task")
     assert status["phase"] == "done" and status["counts"]["done"] == 2
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from orchestra.status.model import TaskRecord
+from orchestra.status.model import JOB_COLUMNS, TaskRecord
 from orchestra.status.store import TaskStore, read_snapshot
 
 
@@ -29,14 +30,17 @@ def test_snapshot_is_yaml_and_equals_the_replayed_log(tmp_path: Path) -> None:
     store.close()
     data = yaml.safe_load((tmp_path / "task" / "status.yaml").read_text())
     assert data["kind"] == "TaskStatus" and data["phase"] == "registered"
-    assert data["jobs"]["j1"] == {
+    jobs = {row[0]: dict(zip(data["jobColumns"], row, strict=True)) for row in data["jobs"]}
+    given = {k: v for k, v in jobs["j1"].items() if v is not None and v is not False and v != ""}
+    assert given == {
+        "name": "j1",
         "config": "j1.json",
         "state": "done",
         "attempts": 1,
         "exitCode": 0,
         "log": "jobs/j1/log",
     }
-    assert data["jobs"]['we"ird: #name']["reason"] == "a\nb"
+    assert jobs['we"ird: #name']["reason"] == "a\nb"
     assert data["counts"]["pending"] == 4 and data["counts"]["failed"] == 1
     fast, _ = read_snapshot(tmp_path / "task" / "status.yaml")
     os.unlink(tmp_path / "task" / "status.yaml")
@@ -84,13 +88,13 @@ def test_snapshot_reserialises_only_changed_jobs(
     store = _store_with_jobs(tmp_path, 1000)
     store.snapshot()
     serialised: list[str] = []
-    original = JobRecord.json_line
+    original = JobRecord.line
 
     def counting(job: JobRecord) -> str:
         serialised.append(job.name)
         return original(job)
 
-    monkeypatch.setattr(JobRecord, "json_line", counting)
+    monkeypatch.setattr(JobRecord, "line", counting)
     store.append({"ev": "job", "job": "j7", "state": "done"})
     store.snapshot()
     assert serialised == ["j7"]  # not the 1000
@@ -125,10 +129,40 @@ def test_a_snapshot_edited_by_hand_is_read_with_a_yaml_parser(tmp_path: Path) ->
     assert offset == 0
 
 
+def test_snapshots_in_other_layouts_are_read_by_field_name(tmp_path: Path) -> None:
+    path = tmp_path / "status.yaml"
+    header = 'name: "user.a.t"\nphase: "running"\neventsOffset: 0\n'
+    # one job line per mapping: the layout before jobColumns
+    path.write_text(header + 'jobs:\n  "j0": {"state": "done", "attempts": 2, "exitCode": 0}\n')
+    record, _ = read_snapshot(path)
+    assert record is not None and record.jobs["j0"].attempts == 2
+    assert record.jobs["j0"].exit_code == 0
+    # rows in another version's column order
+    path.write_text(
+        header + 'jobColumns: ["attempts", "name", "state", "future"]\n'
+        'jobs: [\n  [3, "j0", "failed", 1]\n  ]\n'
+    )
+    record, _ = read_snapshot(path)
+    assert record is not None and (record.jobs["j0"].state, record.jobs["j0"].attempts) == (
+        "failed",
+        3,
+    )
+    # a mapping where the current layout expects a row is not taken apart as a sequence
+    path.write_text(
+        header + f"jobColumns: {json.dumps(list(JOB_COLUMNS))}\n"
+        'jobs:\n  - {"name": "j0", "state": "done", "attempts": 1}\n'
+    )
+    record, _ = read_snapshot(path)
+    assert record is not None and record.jobs["j0"].state == "done"
+    # rows without names: no snapshot (the caller replays the whole log)
+    path.write_text(header + 'jobColumns: ["state"]\njobs:\n  - ["done"]\n')
+    assert read_snapshot(path) == (None, 0)
+
+
 def test_job_lines_are_exactly_json(tmp_path: Path) -> None:
     import json
 
-    from orchestra.status.model import JobRecord
+    from orchestra.status.model import JOB_COLUMNS, JobRecord
 
     tricky = JobRecord(
         'we"ird: #name\\',
@@ -148,10 +182,12 @@ def test_job_lines_are_exactly_json(tmp_path: Path) -> None:
         orphan=True,
     )
     for job in (tricky, JobRecord("plain")):
-        line = job.json_line()
-        expected = {**job.to_json(), "log": f"jobs/{job.name}/log"}
-        assert json.loads("{" + line + "}") == {job.name: expected}
-        assert yaml.safe_load("jobs:\n  " + line + "\n") == {"jobs": {job.name: expected}}
+        line = job.line()
+        expected = [*job.row()[:-1], f"jobs/{job.name}/log"]
+        assert len(expected) == len(JOB_COLUMNS) and expected[0] == job.name
+        assert json.loads(line) == expected
+        assert yaml.safe_load("jobs: [\n  " + line + "\n  ]\n") == {"jobs": [expected]}
+        assert JobRecord(*expected[:-1]) == job
 
 
 def test_a_snapshot_behind_its_log_is_rewritten_by_the_next_apply(tmp_path: Path) -> None:
