@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -103,6 +104,34 @@ def test_retry_and_delete_refuse_another_users_task(
         capsys.readouterr()
         assert repo.orchestra(*command) == 1
         assert "belongs to 'alice'; 'bob' may not" in capsys.readouterr().err
+    assert repo.status(task)["phase"] == "done"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "user.alice.t/../../bob/user.bob.task",  # alice's prefix, bob's directory
+        "user.alice.x\n",
+        "user.alice/../bob.task",
+        "user.alice..",
+        "../../etc",
+    ],
+)
+def test_a_task_argument_never_reaches_outside_its_directory(
+    repo: Repo, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    repo.configs({"c0.txt": "ok\n"})
+    task = repo.task()
+    assert repo.orchestra("apply") == 0
+    # bob's task, next to alice's in the same storage
+    bob_dir = repo.storage / "bob" / "user.bob.task"
+    shutil.copytree(repo.task_dir(task), bob_dir)
+    before = sorted(p.name for p in bob_dir.rglob("*"))
+    for command in (["delete", "--purge", name], ["retry", name], ["status", name]):
+        capsys.readouterr()
+        assert repo.orchestra(*command) == 1, command
+        assert "is not a task name" in capsys.readouterr().err
+    assert sorted(p.name for p in bob_dir.rglob("*")) == before
     assert repo.status(task)["phase"] == "done"
 
 

@@ -352,3 +352,32 @@ def test_read_only_storage_is_a_clear_error(
     err = capsys.readouterr().err
     assert f"orchestra: error: {repo.storage}: Read-only file system" in err
     assert "Traceback" not in err and "bug" not in err
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "bob"])
+def test_a_config_symlinked_out_of_the_owners_files_is_refused(
+    repo: Repo, capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    repo.configs({"c0.txt": "ok\n"})
+    if target == "bob":
+        secret = repo.storage / "bob" / "files" / "secret.txt"
+        secret.parent.mkdir(parents=True)
+        secret.write_text("bob's\n")
+        target = str(secret)
+    (repo.files / "configs" / "c1.txt").symlink_to(target)
+    task = repo.task()
+    for command in ("plan", "apply"):
+        capsys.readouterr()
+        assert repo.orchestra(command) == 1
+        err = capsys.readouterr().err
+        assert "c1.txt' is a symlink to" in err and "outside" in err
+    assert not repo.task_dir(task).exists()  # nothing written
+
+
+def test_a_config_symlinked_inside_the_owners_files_runs(repo: Repo) -> None:
+    repo.configs({"c0.txt": "ok\n"})
+    (repo.files / "shared.txt").write_text("shared\n")
+    (repo.files / "configs" / "c1.txt").symlink_to(repo.files / "shared.txt")
+    task = repo.task()
+    assert repo.orchestra("apply") == 0
+    assert repo.status(task)["counts"]["done"] == 2

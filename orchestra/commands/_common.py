@@ -14,7 +14,7 @@ from orchestra.plan.desired import DesiredTask, expand
 from orchestra.plan.observe import Orphan, find_orphans, find_task_dirs, observe
 from orchestra.plan.planner import Plan, make_plan
 from orchestra.spec.checker import validate_paths
-from orchestra.spec.model import ClusterSpec, SpecSet
+from orchestra.spec.model import ClusterSpec, SpecSet, split_name
 from orchestra.status.model import TaskRecord
 from orchestra.status.store import TaskStore
 
@@ -67,18 +67,30 @@ class FoundTask:
     record: TaskRecord | None
 
 
+def task_owner(name: str) -> str:
+    """The owner in a task name given on the command line; a name that is not
+    ``user.<owner>.<name>`` (``/``, ``..``, a newline...) never reaches a path."""
+    parts = split_name(name)
+    if parts is None:
+        raise FatalError(
+            f"{name!r} is not a task name: user.<owner>.<name> (owner: lower-case letters, "
+            "digits, '_', '-'; name: letters, digits, '_', '-', '.')"
+        )
+    return parts[0]
+
+
 def find_task(specs: SpecSet, name: str) -> FoundTask:
     """A task by name: from its spec when it has one, else from the storages (an orphan)."""
+    owner = task_owner(name)
     spec = specs.tasks.get(name)
     if spec is not None:
         cluster = specs.clusters[spec.cluster]
         task_dir = cluster.storage / spec.owner / spec.name
         return FoundTask(name, task_dir, cluster, TaskStore(task_dir).load())
     for cluster in specs.clusters.values():
-        owner = name.split(".")[1] if name.count(".") >= 2 else ""
         task_dir = cluster.storage / owner / name
-        record = TaskStore(task_dir).load() if owner else None
-        if record is not None:
+        record = TaskStore(task_dir).load()
+        if record is not None and record.name == name:
             return FoundTask(name, task_dir, specs.clusters.get(record.cluster, cluster), record)
     known = sorted(specs.tasks)
     raise FatalError(
@@ -88,7 +100,7 @@ def find_task(specs: SpecSet, name: str) -> FoundTask:
 
 
 def check_owner(name: str, action: str) -> None:
-    owner = name.split(".")[1] if name.count(".") >= 2 else ""
+    owner = task_owner(name)
     user = acting_user()
     if owner != user:
         raise FatalError(

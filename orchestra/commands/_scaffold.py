@@ -4,7 +4,6 @@ validated with the rest of it; an invalid one is removed again and nothing is le
 
 from __future__ import annotations
 
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -14,18 +13,18 @@ import yaml
 
 from orchestra.errors import FatalError
 from orchestra.spec.checker import validate_paths
-
-_NAME = re.compile(r"^user\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_.-]+)$")
+from orchestra.spec.model import split_name
 
 
 def owner_and_short(name: str, what: str) -> tuple[str, str]:
-    match = _NAME.match(name)
-    if match is None:
+    parts = split_name(name)
+    if parts is None:
         raise FatalError(
-            f"{what} name {name!r} must be user.<owner>.<name> (letters, digits, '_', '-', '.')",
+            f"{what} name {name!r} must be user.<owner>.<name> (owner: lower-case letters, "
+            "digits, '_', '-'; name: letters, digits, '_', '-', '.')",
             hint=f"e.g. user.alice.my_{what}",
         )
-    return match.group(1), match.group(2)
+    return parts
 
 
 def write_spec(

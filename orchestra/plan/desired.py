@@ -104,13 +104,28 @@ def spec_digest(spec: TaskSpec) -> str:
     return hashlib.sha256(f"{spec.name}\n{canonical}".encode()).hexdigest()
 
 
-def list_configs(configs_path: Path) -> list[str]:
-    """Regular files directly inside the configs directory, hidden ones ignored, sorted."""
+def list_configs(configs_path: Path, files: str | None = None) -> list[str]:
+    """Regular files directly inside the configs directory, hidden ones ignored, sorted. A
+    symlink among them must stay inside ``files`` (the owner's files directory): a link to
+    another user's files or to /etc is refused, naming it."""
     try:
         entries = list(os.scandir(configs_path))
     except OSError as exc:
         raise FatalError(f"cannot list configs directory {configs_path}: {exc.strerror}") from exc
-    return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_file())
+    names = []
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.is_file():
+            continue
+        if files is not None and entry.is_symlink():
+            real = os.path.realpath(entry.path)
+            root = os.path.realpath(files)
+            if not real.startswith(root + os.sep):
+                raise FatalError(
+                    f"config {entry.path!r} is a symlink to {real!r}, outside {files!r}",
+                    hint="a job may only read its owner's files: copy the file instead",
+                )
+        names.append(entry.name)
+    return sorted(names)
 
 
 def expand(specs: SpecSet, names: list[str] | None = None) -> list[DesiredTask]:
@@ -147,7 +162,7 @@ def _expand_task(
 
     data_digest = cache.digest(Path(data_path))
     env = json.dumps(spec.env, sort_keys=True)
-    config_files = list_configs(Path(configs_path))
+    config_files = list_configs(Path(configs_path), files)
     names = job_names(config_files)
     test_count = 0 if spec.bypass else spec.test_jobs
     quote = shlex.quote

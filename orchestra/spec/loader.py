@@ -8,6 +8,7 @@ raise: they come back as :class:`Diagnostic` values of category ``syntax``.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -207,6 +208,12 @@ def _check_graph(root: yaml.Node, display: str) -> Diagnostic | None:
             and len(node.value) > MAX_INT_DIGITS
         ):
             raise _Stop(fail(node, f"integer with {len(node.value)} digits: too large"))
+        if (
+            isinstance(node, yaml.ScalarNode)
+            and node.tag == "tag:yaml.org,2002:float"
+            and not _finite(node.value)
+        ):
+            raise _Stop(fail(node, f"{node.value!r} is not a finite number"))
         if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
             on_path.add(key)
             if isinstance(node, yaml.MappingNode):
@@ -233,6 +240,17 @@ def _check_graph(root: yaml.Node, display: str) -> Diagnostic | None:
     except _Stop as stop:
         return stop.diagnostic
     return None
+
+
+def _finite(text: str) -> bool:
+    """Whether a YAML float is finite (``.inf``, ``.nan`` and ``1e400`` are not)."""
+    value = text.replace("_", "").lower().lstrip("+-")
+    if value in (".inf", ".nan"):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except ValueError:  # a YAML 1.1 sexagesimal float, e.g. 1:30.5: finite
+        return True
 
 
 def _check_duplicate_keys(node: yaml.MappingNode, fail: Any, stop: type[Exception]) -> None:

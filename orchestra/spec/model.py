@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,16 @@ DEFAULT_MAX_RETRIES = 2
 DEFAULT_NAMESPACE = "orchestra-{user}"
 DEFAULT_ARRAY_LIMIT = 50
 PLACEHOLDERS = ("%DATA", "%IN", "%OUT")
+
+#: A Dataset's or Task's name, ``user.<owner>.<name>``: the schemas' pattern. Match it with
+#: ``fullmatch`` (``$`` would let a trailing newline through).
+OBJECT_NAME = re.compile(r"user\.([a-z0-9][a-z0-9_-]*)\.([A-Za-z0-9_-][A-Za-z0-9._-]*)")
+
+
+def split_name(name: str) -> tuple[str, str] | None:
+    """(owner, short name) of a valid Dataset or Task name, else None."""
+    match = OBJECT_NAME.fullmatch(name)
+    return (match.group(1), match.group(2)) if match else None
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,9 @@ def _convert(doc: Document, error: ValidationError) -> list[Diagnostic]:
     if kind == "pattern":
         custom = schema.get("x-message")
         message = f"{custom}; got {_describe(instance)}" if custom else error.message
+        foreign = next((c for c in str(instance) if not c.isascii()), None)
+        if foreign is not None:  # a look-alike: say which character is not what it seems
+            message += f" (it holds {foreign!r}, U+{ord(foreign):04X}, which is not ASCII)"
         if "propertyNames" in error.schema_path:
             # the error is about a key of the mapping at ``path``: point at that key
             return [
