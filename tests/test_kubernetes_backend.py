@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,39 +12,8 @@ import yaml
 
 from orchestra.backends import kubernetes as kube_backend
 from tests.fakes.kube_apiserver import FakeKubeAPIServer
+from tests.fakes.kubelet import Kubelet
 from tests.helpers import Repo
-
-
-class Kubelet:
-    """Ends every Job the fake holds: exit 0, or the code ``outcome(job name)`` gives."""
-
-    def __init__(self, server: FakeKubeAPIServer) -> None:
-        self.server = server
-        self.outcome: dict[str, tuple[int, str | None]] = {}  # orchestra job -> (code, reason)
-        self.paused = threading.Event()
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(0.02):
-            if self.paused.is_set():
-                continue
-            for job in self.server.jobs():
-                if job.get("status"):
-                    continue
-                orchestra_job = job["metadata"]["annotations"]["orchestra.io/job-name"]
-                code, reason = self.outcome.get(orchestra_job, (0, None))
-                self.server.finish_job(
-                    job["metadata"]["namespace"], job["metadata"]["name"], code, reason
-                )
-
-    def __enter__(self) -> Kubelet:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self.thread.join()
 
 
 @pytest.fixture

@@ -213,7 +213,7 @@ def test_the_watcher_launches_the_rest_after_the_test_jobs_pass(
     test jobs done and launch the rest."""
     from orchestra.backends import kubernetes as kube_backend
     from tests.fakes.kube_apiserver import FakeKubeAPIServer
-    from tests.test_kubernetes_backend import Kubelet
+    from tests.fakes.kubelet import Kubelet
 
     monkeypatch.setenv("ORCHESTRA_USER", "alice")
     monkeypatch.setattr(kube_backend.KubernetesBackend, "poll_interval", 0.05)

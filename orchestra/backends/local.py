@@ -22,13 +22,14 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import re
 import select
 import shlex
 import signal
 import socket
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from orchestra.backends.base import EXIT_MARKER, JobEvent, JobRun
 from orchestra.fsutil import now_iso
@@ -108,6 +109,26 @@ class _Worker:
             os.close(self._report)
 
 
+# Variables that hold, or lead to, credentials: the orchestrator's own (a CI token, the
+# kubeconfig, cloud keys) are not handed to the commands of the jobs it runs.
+_CREDENTIAL_NAME = re.compile(
+    r"TOKEN|SECRET|PASSW(OR)?D|CREDENTIAL|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|AUTH|JWT|COOKIE"
+    r"|^KUBECONFIG$|^DOCKER_CONFIG$|^REGISTRY_AUTH_FILE$|^NETRC$|^SSH_AGENT_PID$",
+    re.IGNORECASE,
+)
+
+
+def job_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a job starts from: orchestra's own, without credentials (by name, see
+    _CREDENTIAL_NAME) and without ``ORCHESTRA_RUN_ID`` (a job's id only ever names that job).
+    The Task's ``env`` is added on top, so a value a spec sets on purpose still reaches it."""
+    return {
+        key: value
+        for key, value in environ.items()
+        if key != "ORCHESTRA_RUN_ID" and not _CREDENTIAL_NAME.search(key)
+    }
+
+
 class LocalBackend:
     def __init__(self, cluster: ClusterSpec) -> None:
         self._slots = cluster.max_parallel or os.cpu_count() or 1
@@ -122,8 +143,7 @@ class LocalBackend:
         self._pending: dict[str, JobRun] = {}  # submitted, outcome not yet handed out by poll
         self._closing = False
         self._node = socket.gethostname()
-        self._base_env = dict(os.environ)
-        self._base_env.pop("ORCHESTRA_RUN_ID", None)  # a job's id only ever names that job
+        self._base_env = job_environment(os.environ)
         self._workers = [
             threading.Thread(target=self._work, name=f"orchestra-slot-{i}", daemon=True)
             for i in range(self._slots)

@@ -127,8 +127,11 @@ class Faults:
 
 
 class FakeKubeAPIServer:
-    def __init__(self, *, auto_complete: bool = False) -> None:
+    def __init__(self, *, auto_complete: bool = False, token: str | None = None) -> None:
         self.auto_complete = auto_complete
+        #: when set, a request without ``Authorization: Bearer <token>`` gets 401
+        self.token = token
+        self.authorized = 0  # requests that carried the token
         self.lock = threading.RLock()
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (kind, ns, name)
         self._pods: dict[tuple[str, str], str] = {}  # (ns, Job) -> the name of its pod
@@ -146,8 +149,9 @@ class FakeKubeAPIServer:
         return f"http://{host}:{port}"
 
     def write_kubeconfig(self, path: Any, context: str = "fake") -> None:
-        """A kubeconfig whose ``context`` (the current one) points at this server."""
-        write_kubeconfig(path, self.url, context)
+        """A kubeconfig whose ``context`` (the current one) points at this server, with the
+        server's bearer token when it has one."""
+        write_kubeconfig(path, self.url, context, token=self.token)
 
     def __enter__(self) -> FakeKubeAPIServer:
         self.thread.start()
@@ -361,6 +365,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, verb: str) -> None:
         raw = self._body()  # always read it, or keep-alive connections break
         api = self.api
+        if api.token is not None:
+            if self.headers.get("Authorization") != f"Bearer {api.token}":
+                self._send(401, status_body(401, "Unauthorized", "Unauthorized"))
+                return
+            api.authorized += 1
         if api.faults.latency:
             time.sleep(api.faults.latency)
         fault = api.faults.pick()
@@ -422,7 +431,7 @@ def _decode(raw: bytes, content_type: str) -> Any:
     return json.loads(raw)
 
 
-def write_kubeconfig(path: Any, url: str, context: str = "fake") -> None:
+def write_kubeconfig(path: Any, url: str, context: str = "fake", token: str | None = None) -> None:
     """A kubeconfig whose ``context`` (the current one) points at ``url``."""
     path.write_text(
         yaml.safe_dump(
@@ -430,7 +439,7 @@ def write_kubeconfig(path: Any, url: str, context: str = "fake") -> None:
                 "apiVersion": "v1",
                 "kind": "Config",
                 "clusters": [{"name": context, "cluster": {"server": url}}],
-                "users": [{"name": "user", "user": {}}],
+                "users": [{"name": "user", "user": {"token": token} if token else {}}],
                 "contexts": [{"name": context, "context": {"cluster": context, "user": "user"}}],
                 "current-context": context,
             }
