@@ -49,23 +49,9 @@ def _everything_written(root: Path, skip: Path) -> Iterator[tuple[Path, bytes]]:
             yield path, path.read_bytes()
 
 
-def test_a_planted_token_is_never_written_or_printed(
-    tmp_path: Path,
-    token: str,
-    server: FakeKubeAPIServer,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    for name in PLANTED:
-        monkeypatch.setenv(name, f"{token}-{name.lower()}")
-    kubeconfig = tmp_path / "kubeconfig"
-    server.write_kubeconfig(kubeconfig)
-    assert token in kubeconfig.read_text()
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    monkeypatch.setenv("ORCHESTRA_USER", "alice")
-    monkeypatch.setattr(kube_backend.KubernetesBackend, "poll_interval", 0.05)
-
-    repo = Repo(tmp_path / "specs")
+def _local_and_kubernetes_repo(root: Path) -> tuple[Repo, str, str]:
+    """A git repository of specs with a local and a Kubernetes cluster, a task on each."""
+    repo = Repo(root)
     lps = {
         "apiVersion": "orchestra/v1",
         "kind": "Cluster",
@@ -86,6 +72,26 @@ def test_a_planted_token_is_never_written_or_printed(
     specs = git.Repo.init(repo.root)
     specs.git.add(A=True)
     specs.index.commit("specs")
+    return repo, local, kube
+
+
+def test_a_planted_token_is_never_written_or_printed(
+    tmp_path: Path,
+    token: str,
+    server: FakeKubeAPIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in PLANTED:
+        monkeypatch.setenv(name, f"{token}-{name.lower()}")
+    kubeconfig = tmp_path / "kubeconfig"
+    server.write_kubeconfig(kubeconfig)
+    assert token in kubeconfig.read_text()
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("ORCHESTRA_USER", "alice")
+    monkeypatch.setattr(kube_backend.KubernetesBackend, "poll_interval", 0.05)
+
+    repo, local, kube = _local_and_kubernetes_repo(tmp_path / "specs")
 
     printed: list[str] = []
 
