@@ -381,3 +381,29 @@ def test_a_config_symlinked_inside_the_owners_files_runs(repo: Repo) -> None:
     task = repo.task()
     assert repo.orchestra("apply") == 0
     assert repo.status(task)["counts"]["done"] == 2
+
+
+def test_a_job_that_hangs_is_ended_at_its_timeout(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestra.backends import local
+
+    monkeypatch.setattr(local, "TERM_GRACE", 0.5)
+    repo.configs({"hangs.txt": "hang\n", "quick.txt": "quick\n"})
+    # it ignores SIGTERM and would run for a minute: the deadline still ends it
+    task = repo.task(
+        exec="if grep -q hang %IN; then trap '' TERM; sleep 60; fi; cp %IN %OUT # %DATA",
+        bypass=True,
+        timeout=1,
+        maxRetries=1,
+    )
+    started = time.monotonic()
+    assert repo.orchestra("apply") == 3  # finalized: one job failed for good
+    elapsed = time.monotonic() - started
+    status = repo.status(task)
+    hangs, quick = status["jobs"]["hangs"], status["jobs"]["quick"]
+    assert quick["state"] == "done"
+    assert (hangs["state"], hangs["attempts"]) == ("failed", 2)
+    assert hangs["reason"] == "DeadlineExceeded: still running after its timeout (1 s)"
+    assert hangs["exitCode"] == 137  # SIGTERM ignored: SIGKILL after the grace period
+    assert elapsed < 30  # two attempts of 1 s plus the grace, not two minutes

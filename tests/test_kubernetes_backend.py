@@ -263,3 +263,15 @@ def test_an_evicted_pod_is_a_failure_with_the_kubelets_message_then_retried(
     with Kubelet(server):
         assert repo.orchestra("apply", "--wait") == 0
     assert repo.status(task)["jobs"]["c0"]["state"] == "done"
+
+
+def test_the_tasks_timeout_is_the_jobs_deadline(repo: Repo, server: FakeKubeAPIServer) -> None:
+    repo.configs({"c0.txt": "ok\n"})
+    task = repo.task(bypass=True, timeout="1h30m")
+    with Kubelet(server) as kubelet:
+        kubelet.outcome["c0"] = (143, "DeadlineExceeded")
+        assert repo.orchestra("apply", "--wait") == 3
+    (job,) = server.jobs()
+    assert job["spec"]["activeDeadlineSeconds"] == 5400
+    record = repo.status(task)["jobs"]["c0"]
+    assert (record["state"], record["reason"]) == ("failed", "DeadlineExceeded")

@@ -244,7 +244,8 @@ class ManifestRenderer:
                 "orchestra.io/commit": commit or "",
             },
             "ttl_seconds_after_finished": self.settings.ttl_seconds_after_finished,
-            "active_deadline_seconds": self.settings.active_deadline_seconds,
+            # the Task's timeout, else the Cluster's default
+            "active_deadline_seconds": spec.timeout or self.settings.active_deadline_seconds,
             "image": spec.image,
             "env": {**spec.env, "ORCHESTRA_TASK": spec.name},
             "requests": requests,

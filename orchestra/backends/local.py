@@ -307,17 +307,30 @@ class LocalBackend:
         if stop:  # cancelled while it was handed to the worker
             self.cancel([run.run_id])
         ended = worker.line(STARTED_AFTER)
+        timed_out = False
         if ended is None:
             # only a job still running after a moment is reported as started: a short one
             # costs one event, not two (its pid and start time come with its outcome)
             self._events.put(JobEvent(run, "started", started, pid=pid, node=self._node))
-            ended = worker.line()
+            limit = run.spec.timeout if run.spec is not None else None
+            ended = worker.line(None if limit is None else max(0.0, limit - STARTED_AFTER))
+            if ended is None:  # its deadline: ended as a cancel would end it
+                timed_out = True
+                _signal_jobs_of(worker.pid, signal.SIGTERM)
+                ended = worker.line(TERM_GRACE)
+                if ended is None:
+                    _signal_jobs_of(worker.pid, signal.SIGKILL)
+                    ended = worker.line()
         assert ended is not None
         status = int(ended.rsplit(" ", 1)[1])
         with self._lock:
             self._running.pop(run.run_id, None)
             cancelled = run.run_id in self._cancelled
         reason = "cancelled" if cancelled else _reason(status)
+        if timed_out and not cancelled:
+            assert run.spec is not None and run.spec.timeout is not None
+            reason = f"DeadlineExceeded: still running after its timeout ({run.spec.timeout} s)"
+            status = status or 124  # failed, even if it caught SIGTERM and exited 0
         written = os.path.exists(run.output) if run.output and status == 0 else None
         self._events.put(
             JobEvent(

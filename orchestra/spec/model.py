@@ -89,6 +89,7 @@ class TaskSpec:
     resources: Resources
     env: dict[str, str]
     doc: Document = field(repr=False)
+    timeout: int | None = None  # seconds an attempt may run
 
 
 @dataclass
@@ -100,6 +101,17 @@ class SpecSet:
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
     #: Tasks defined in the files asked for (the others were read as context only)
     requested_tasks: set[str] = field(default_factory=set)
+
+
+_DURATION = re.compile(r"([0-9]+)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(value: int | str | None) -> int | None:
+    """Seconds of a schema-valid duration: ``90``, ``'90s'``, ``'1h30m'``; None stays None."""
+    if value is None or isinstance(value, int):
+        return value
+    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(value))
 
 
 def owner_of(name: str) -> str:
@@ -172,4 +184,5 @@ def task_from(doc: Document) -> TaskSpec:
         ),
         env=dict(spec.get("env") or {}),
         doc=doc,
+        timeout=duration_seconds(spec.get("timeout")),
     )
