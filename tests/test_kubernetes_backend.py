@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -275,3 +276,43 @@ def test_the_tasks_timeout_is_the_jobs_deadline(repo: Repo, server: FakeKubeAPIS
     assert job["spec"]["activeDeadlineSeconds"] == 5400
     record = repo.status(task)["jobs"]["c0"]
     assert (record["state"], record["reason"]) == ("failed", "DeadlineExceeded")
+
+
+def test_every_kind_of_api_fault_at_one_request_in_ten_is_survived(
+    repo: Repo, server: FakeKubeAPIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """429, 500, 409, dropped connections and answers that come after the client's timeout
+    (the write done, the client not told): the task completes, each job's Job ran once."""
+    monkeypatch.setattr(kube_backend.KubernetesBackend, "request_timeout", (1.0, 0.3))
+    repo.configs({f"c{i}.txt": "ok\n" for i in range(60)})
+    task = repo.task(testJobs=3)
+    kinds = ("429", "500", "409", "drop", "timeout")
+    server.faults.every, server.faults.kinds, server.faults.retry_after = 10, kinds, 0
+    server.faults.timeout_delay = 0.6
+    with Kubelet(server) as kubelet:
+        assert repo.orchestra("apply", "--wait") == 0
+    status = repo.status(task)
+    assert status["phase"] == "done"
+    assert all(job["attempts"] == 1 for job in status["jobs"].values())
+    assert set(kubelet.runs) == {f"c{i}" for i in range(60)}
+    assert set(kubelet.runs.values()) == {1}  # no Job ran twice
+    assert set(server.faults.injected) == set(kinds)
+    assert sum(server.faults.injected.values()) >= 5  # one request in ten of 50 or more
+
+
+def test_a_server_that_never_answers_is_a_clear_error_not_a_hang(
+    repo: Repo,
+    server: FakeKubeAPIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(kube_backend.KubernetesBackend, "request_timeout", (1.0, 0.2))
+    monkeypatch.setattr(kube_backend, "MAX_TRIES", 3)
+    repo.configs({"c0.txt": "ok\n"})
+    repo.task(bypass=True)
+    server.faults.every, server.faults.kinds, server.faults.timeout_delay = 1, ("timeout",), 30
+    started = time.monotonic()
+    assert repo.orchestra("apply") == 1
+    assert time.monotonic() - started < 10  # three tries of 0.2 s and the backoff, not 30 s
+    err = capsys.readouterr().err
+    assert "unreachable" in err

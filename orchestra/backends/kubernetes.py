@@ -40,7 +40,12 @@ _APPLY = "application/apply-patch+yaml"
 
 
 MAX_TRIES = 8
-_TRANSIENT = (429, 500, 502, 503, 504)
+# Retried: every call orchestra makes is idempotent (server-side apply with force, list,
+# delete), so a Conflict from a concurrent writer is retried like an overloaded server.
+_TRANSIENT = (409, 429, 500, 502, 503, 504)
+#: (connect, read) seconds before a request is given up and retried: a server that hangs
+#: never hangs orchestra
+REQUEST_TIMEOUT = (10.0, 60.0)
 
 
 class RateLimiter:
@@ -74,6 +79,7 @@ def api_message(exc: client.ApiException) -> str:
 class KubernetesBackend:
     poll_interval = POLL_INTERVAL
     waiting_check = WAITING_CHECK
+    request_timeout = REQUEST_TIMEOUT
 
     def __init__(self, cluster: ClusterSpec) -> None:
         assert cluster.kubernetes is not None
@@ -113,8 +119,10 @@ class KubernetesBackend:
         return None  # the cluster schedules; a task's parallelism still applies
 
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        """One API call through the rate limiter, retried on 429, 5xx and connection errors
-        (honouring ``Retry-After``, else exponential backoff from 0.1 s to 10 s)."""
+        """One API call through the rate limiter, with a timeout, retried on 409, 429, 5xx,
+        timeouts and connection errors (honouring ``Retry-After``, else exponential backoff
+        from 0.1 s to 10 s)."""
+        kwargs.setdefault("_request_timeout", self.request_timeout)
         for attempt in range(MAX_TRIES):
             self.limiter.acquire()
             self.calls += 1

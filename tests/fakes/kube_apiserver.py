@@ -19,6 +19,7 @@ at end of input.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 import random
@@ -106,24 +107,43 @@ def matches(labels: dict[str, str], selector: str) -> bool:
 
 @dataclass
 class Faults:
-    """Fault injection: each request fails with probability ``rate``, one of ``kinds``."""
+    """Fault injection: each request fails with probability ``rate`` (or, with ``every`` set,
+    every ``every``-th request fails, the kinds taken in turn), one of ``kinds``:
+
+    - ``429`` Too Many Requests with ``Retry-After``; ``500`` an internal error;
+    - ``409`` a Conflict ("the object has been modified");
+    - ``drop`` the connection closed without an answer;
+    - ``timeout`` the request is carried out but the answer comes ``timeout_delay`` seconds
+      late, after the client gave up waiting (so a retry repeats a write already done).
+    """
 
     rate: float = 0.0
     kinds: tuple[str, ...] = ("429", "500", "drop")
     retry_after: int = 1
     latency: float = 0.0
     seed: int = 0
+    every: int = 0
+    timeout_delay: float = 1.0
     injected: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
+        self._count = 0
+        self._lock = threading.Lock()
 
     def pick(self) -> str | None:
-        if self.rate and self._random.random() < self.rate:
-            kind = self._random.choice(self.kinds)
+        with self._lock:
+            self._count += 1
+            if self.every:
+                if self._count % self.every:
+                    return None
+                kind = self.kinds[(self._count // self.every - 1) % len(self.kinds)]
+            elif self.rate and self._random.random() < self.rate:
+                kind = self._random.choice(self.kinds)
+            else:
+                return None
             self.injected[kind] += 1
             return kind
-        return None
 
 
 class FakeKubeAPIServer:
@@ -387,6 +407,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "500":
             self._send(500, status_body(500, "InternalError", "injected internal error"))
             return
+        if fault == "409":
+            message = "Operation cannot be fulfilled: the object has been modified"
+            self._send(409, status_body(409, "Conflict", message))
+            return
         split = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
         discovery = _discovery(split.path)
@@ -408,6 +432,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         request = _Request(verb, kind, ns, name, match["sub"], query, body, self.headers)
         code, result = _handle(api, request)
+        if fault == "timeout":  # done, but the answer comes after the client gave up
+            time.sleep(api.faults.timeout_delay)
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._send(code, result)
+            return
         self._send(code, result)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 
 from tests.fakes.kube_apiserver import FakeKubeAPIServer
 
@@ -14,6 +15,7 @@ class Kubelet:
         self.server = server
         self.outcome: dict[str, tuple[int, str | None]] = {}  # orchestra job -> (code, reason)
         self.paused = threading.Event()
+        self.runs: Counter[str] = Counter()  # orchestra job -> Jobs of it that ran
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -26,6 +28,7 @@ class Kubelet:
                     continue
                 orchestra_job = job["metadata"]["annotations"]["orchestra.io/job-name"]
                 code, reason = self.outcome.get(orchestra_job, (0, None))
+                self.runs[orchestra_job] += 1
                 self.server.finish_job(
                     job["metadata"]["namespace"], job["metadata"]["name"], code, reason
                 )
