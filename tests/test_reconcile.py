@@ -261,3 +261,23 @@ def test_a_lock_left_by_a_killed_reconciler_is_not_in_the_way(repo: GitRepo) -> 
     assert "gone" in (repo.storage / ".orchestra" / "reconcile.lock").read_text()
     assert repo.orchestra("reconcile", "--lock-timeout", "0") == 0
     assert repo.status(task)["phase"] == "done"
+
+
+def test_two_applies_and_a_reconcile_at_once_run_each_job_once(repo: GitRepo) -> None:
+    repo.configs({f"c{i}.txt": f"{i}\n" for i in range(3)})
+    tasks = [
+        repo.task(short, bypass=True, exec="sleep 0.3; cat %IN > %OUT # %DATA")
+        for short in ("one", "two")
+    ]
+    repo.commit()
+    processes = [repo.spawn("apply"), repo.spawn("reconcile"), repo.spawn("apply")]
+    outputs = [p.communicate(timeout=120) for p in processes]
+    codes = [p.returncode for p in processes]
+    assert 0 in codes, outputs
+    for code, (_out, err) in zip(codes, outputs, strict=True):
+        # the others waited their turn (0) or refused naming the one at work (1)
+        assert code == 0 or (code == 1 and "being worked on by another orchestra" in err), err
+    assert repo.orchestra("apply") == 0  # whatever was refused is finished now
+    for task in tasks:
+        assert repo.status(task)["phase"] == "done"
+        assert _submits(repo, task) == 3  # no job ran twice
