@@ -407,3 +407,46 @@ def test_a_job_that_hangs_is_ended_at_its_timeout(
     assert hangs["reason"] == "DeadlineExceeded: still running after its timeout (1 s)"
     assert hangs["exitCode"] == 137  # SIGTERM ignored: SIGKILL after the grace period
     assert elapsed < 30  # two attempts of 1 s plus the grace, not two minutes
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [(28, "No space left on device"), (30, "Read-only file system")],
+)
+def test_storage_failing_mid_run_is_a_clear_error_and_loses_nothing(
+    repo: Repo,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    code: int,
+    message: str,
+) -> None:
+    import yaml
+
+    import orchestra.status.store as store_module
+
+    repo.configs({f"c{i}.txt": f"{i}\n" for i in range(8)})
+    task = repo.task(exec="echo run >> runs; sleep 0.1; cat %IN > %OUT # %DATA", bypass=True)
+    append = store_module.TaskStore.append
+    calls = {"n": 0}
+
+    def failing(self: store_module.TaskStore, *args: object, **kwargs: object) -> None:
+        calls["n"] += 1
+        if calls["n"] > 6:  # the disk fills (or turns read-only) in the middle of the run
+            raise OSError(code, message, str(self.events_path))
+        append(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store_module.TaskStore, "append", failing)
+    capsys.readouterr()
+    assert repo.orchestra("apply") == 1
+    err = capsys.readouterr().err
+    assert f"orchestra: error: {repo.task_dir(task) / 'events.jsonl'}: {message}" in err
+    assert "Traceback" not in err
+    snapshot = repo.task_dir(task) / "status.yaml"
+    assert yaml.safe_load(snapshot.read_text())["name"] == task  # the last snapshot, whole
+    monkeypatch.undo()
+    assert repo.orchestra("apply") == 0  # space again: the next apply finishes the work
+    status = repo.status(task)
+    assert status["phase"] == "done"
+    for name in status["jobs"]:
+        runs = (repo.job_dir(task, name) / "runs").read_text().splitlines()
+        assert len(runs) == 1, name  # what ran before the failure was not run again
