@@ -100,9 +100,7 @@ FIELDS: list[tuple[int, tuple[str, ...]]] = [
     ],
 ]
 
-MUTATION = st.tuples(
-    st.sampled_from(FIELDS), st.sampled_from(["replace", "remove", "add"]), VALUES
-)
+MUTATION = st.tuples(st.sampled_from(FIELDS), st.sampled_from(["replace", "remove", "add"]), VALUES)
 LOCATED = re.compile(r"^[^\s:][^:]*:\d+:\d+: ")
 
 
