@@ -26,12 +26,10 @@ def _desired(jobs: dict[str, str], spec_digest: str = "s1") -> DesiredTask:
         DesiredJob(name, f"{name}.json", index < 2, digest, "cmd")
         for index, (name, digest) in enumerate(jobs.items())
     ]
-    return DesiredTask(
+    return DesiredTask.of_jobs(
         task_from(doc),
         cluster,
-        Path("/s/a/user.a.t"),
-        Path("/d"),
-        Path("/c"),
+        (Path("/s/a/user.a.t"), Path("/d"), Path("/c")),
         spec_digest,
         desired_jobs,
     )

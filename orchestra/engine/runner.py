@@ -156,7 +156,7 @@ class Engine:
             lock.release()
             raise
         run = TaskRun(task, store, lock, record, backend, commit)
-        run.commands = {job.name: job.command for job in task.jobs}
+        run.commands = dict(zip(task.job_names, task.commands, strict=True))
         self.runs.append(run)
         run.rebuild_counters()
         if fresh:

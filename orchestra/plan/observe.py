@@ -28,7 +28,7 @@ def observe(desired: list[DesiredTask]) -> dict[str, TaskRecord | None]:
     for task in desired:
         store = TaskStore(task.task_dir)
         summary = store.load_summary()
-        wanted = jobs_digest((job.name, job.digest) for job in task.jobs)
+        wanted = jobs_digest(zip(task.job_names, task.digests, strict=True))
         relaunch = summary is not None and summary.phase == "killed"
         relaunch = relaunch and summary is not None and summary.spec_digest != task.spec_digest
         if summary is not None and summary.jobs_digest == wanted and not relaunch:

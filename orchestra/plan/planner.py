@@ -93,7 +93,11 @@ def desired_digest(desired: Sequence[DesiredTask]) -> str:
     digest = hashlib.sha256()
     for task in desired:
         digest.update(f"{task.name}\0{task.spec_digest}\0".encode())
-        digest.update("".join(f"{j.name}\0{j.digest}\0" for j in task.jobs).encode())
+        digest.update(
+            "".join(
+                [f"{n}\0{d}\0" for n, d in zip(task.job_names, task.digests, strict=True)]
+            ).encode()
+        )
     return digest.hexdigest()
 
 
@@ -138,7 +142,7 @@ def make_plan(
 
 
 def plan_task(task: DesiredTask, record: TaskRecord | None) -> TaskPlan:
-    test_jobs = sum(job.test for job in task.jobs)
+    test_jobs = task.test_jobs
     result = TaskPlan(
         name=task.name,
         owner=task.spec.owner,
@@ -146,13 +150,13 @@ def plan_task(task: DesiredTask, record: TaskRecord | None) -> TaskPlan:
         action="unchanged",
         reason="",
         phase=record.phase if record is not None else None,
-        jobs_total=len(task.jobs),
+        jobs_total=len(task.job_names),
         test_jobs=test_jobs,
     )
     if record is None:
         result.action = "create"
         result.reason = "new task"
-        result.to_create = len(task.jobs)
+        result.to_create = len(task.job_names)
         return result
     relaunch = record.phase == "killed" and record.spec_digest != task.spec_digest
     if not record.jobs_loaded:
