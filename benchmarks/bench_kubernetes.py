@@ -1,10 +1,12 @@
 """The Kubernetes backend against the fake API server (tests/fakes), in one run.
 
-1. ``orchestra apply --wait`` of an N-job task (bypass, client-side rate limit off) against
-   the fake running in a process of its own and ending each Job the moment it is created,
-   then a second apply with nothing changed. Reports API requests per job (goal: one write
-   per job plus O(1) list calls per task per poll), jobs per second, and the requests of the
-   second apply (goal: no write).
+1. ``orchestra apply --wait`` of a task of 10, 1,000 and N jobs (bypass, client-side rate
+   limit off) against the fake running in a process of its own and ending each Job the moment
+   it is created, then a second apply with nothing changed (an idle reconcile). Reports API
+   requests per job launched (goal: at most 1.05: one write per job plus O(1) list calls per
+   task per poll), jobs per second, and the requests of the idle pass (goal: no write, one
+   list per task). Then the throughput of a smaller task with the client-side limit at its
+   default (20 qps, burst 30) against the limit off.
 2. Render + strict schema validation of M manifests through ``orchestra render``'s own
    function, against parsing and validating each manifest in full (the way without the
    shape shortcut). Goal: 100,000 in under 10 s.
@@ -35,10 +37,12 @@ from _common import ORCHESTRA, machine, run_timed, write_repo  # noqa: E402
 from tests.fakes.kube_apiserver import write_kubeconfig  # noqa: E402
 
 
-def bench_apply(jobs: int) -> dict[str, Any]:
+def bench_apply(jobs: int, limit: tuple[float, int] | None = None) -> dict[str, Any]:
     """``orchestra apply --wait`` of one ``jobs``-job task (bypass) against the fake API server
     running in a process of its own, which ends every Job the moment it is created; then a
-    second apply with nothing changed."""
+    second apply with nothing changed (an idle reconcile). ``limit``: the client-side rate
+    limit (qps, burst); None: off."""
+    qps, burst = limit if limit is not None else (1e6, 10**6)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_repo(root, 1, jobs, "python3 /job.py %DATA %IN %OUT")
@@ -48,8 +52,8 @@ def bench_apply(jobs: int) -> dict[str, Any]:
             kubernetes={
                 "volumeClaim": "shared",
                 "mountPath": "/mnt/shared",
-                "qps": 1e6,  # the client-side limit off
-                "burst": 10**6,
+                "qps": qps,
+                "burst": burst,
             },
         )
         (root / "cluster.yaml").write_text(yaml.safe_dump(cluster))
@@ -82,6 +86,7 @@ def bench_apply(jobs: int) -> dict[str, Any]:
     writes = first.get("PATCH Job", 0) + first.get("POST Job", 0) + first.get("DELETE Job", 0)
     return {
         "jobs": jobs,
+        "rate_limit": None if limit is None else {"qps": qps, "burst": burst},
         "requests": first,
         "writes_per_job": round(writes / jobs, 4),
         "requests_per_job": round(sum(first.values()) / jobs, 4),
@@ -89,6 +94,7 @@ def bench_apply(jobs: int) -> dict[str, Any]:
         "peak_rss_mb": round(rss / 1024, 1),
         "second_apply_requests": second,
         "second_apply_writes": second.get("PATCH Job", 0) + second.get("DELETE Job", 0),
+        "idle_requests_per_task": sum(second.values()),  # one task
     }
 
 
@@ -97,12 +103,10 @@ def bench_render(count: int) -> dict[str, Any]:
     tutorial's 100 jobs, repeated under new names): render + strict validation, against one
     full parse and validation per manifest in one process (what it did before the shape
     shortcut), measured on a sample and scaled."""
-    import dataclasses
-
     from orchestra.backends.k8s_manifest import ManifestRenderer
     from orchestra.backends.k8s_validate import ManifestValidator
     from orchestra.commands.render import render_kubernetes
-    from orchestra.plan.desired import expand
+    from orchestra.plan.desired import DesiredTask, expand
     from orchestra.spec.checker import validate_paths
 
     specs = validate_paths([], ROOT / "examples" / "kubernetes" / "lps").specs
@@ -112,7 +116,13 @@ def bench_render(count: int) -> dict[str, Any]:
         for index in range(count // len(task.jobs) + 1)
         for job in task.jobs
     ][:count]
-    big = dataclasses.replace(task, jobs=jobs)
+    big = DesiredTask.of_jobs(
+        task.spec,
+        task.cluster,
+        (task.task_dir, task.data_path, task.configs_path),
+        task.spec_digest,
+        jobs,
+    )
     start = time.perf_counter()
     documents, problems, _version = render_kubernetes(big, validate=True)
     both = time.perf_counter() - start
@@ -146,15 +156,33 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--manifests", type=int, default=100_000)
+    parser.add_argument(
+        "--limited-jobs", type=int, default=500, help="jobs of the rate-limited throughput run"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     figures: dict[str, Any] = {"machine": machine()}
-    figures["apply"] = a = bench_apply(args.jobs)
+    sizes = sorted({10, min(1_000, args.jobs), args.jobs})
+    figures["budget"] = []
+    for size in sizes:
+        figures["budget"].append(a := bench_apply(size))
+        print(
+            f"apply {a['jobs']} jobs on the fake API server (rate limit off): "
+            f"{a['writes_per_job']} writes/job, {a['requests_per_job']} requests/job in all "
+            f"(goal <= 1.05), {a['jobs_per_second']} jobs/s; peak RSS {a['peak_rss_mb']} MB; "
+            f"second apply (idle): {a['second_apply_writes']} writes (goal 0), "
+            f"{a['idle_requests_per_task']} requests for 1 task (goal: at most one list per task)"
+        )
+    figures["apply"] = figures["budget"][-1]
+    limited = min(args.limited_jobs, args.jobs)
+    figures["limited"] = b = bench_apply(limited, (20.0, 30))
+    off = next(x for x in figures["budget"] if x["jobs"] == limited) if limited in sizes else None
+    if off is None:
+        off = bench_apply(limited)
+    figures["unlimited_same_size"] = off
     print(
-        f"apply {a['jobs']} jobs on the fake API server: {a['writes_per_job']} writes/job, "
-        f"{a['requests_per_job']} requests/job in all, {a['jobs_per_second']} jobs/s; "
-        f"peak RSS {a['peak_rss_mb']} MB; second apply: {a['second_apply_writes']} writes "
-        f"(goal 0), requests {a['second_apply_requests']}; first apply's requests {a['requests']}"
+        f"throughput, {limited} jobs: rate limit 20 qps / burst 30: {b['jobs_per_second']} jobs/s;"
+        f" off: {off['jobs_per_second']} jobs/s"
     )
     figures["render"] = r = bench_render(args.manifests)
     print(
