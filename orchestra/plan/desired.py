@@ -178,6 +178,7 @@ def list_configs(configs_path: Path, files: str | None = None) -> list[str]:
 def expand(specs: SpecSet, names: list[str] | None = None) -> list[DesiredTask]:
     """Every Task of ``specs`` (or those named) with its jobs; reads configs and hashes files."""
     caches: dict[Path, HashCache] = {}
+    listings: dict[str, _Listing] = {}  # a configs directory shared by tasks is read once
     tasks = []
     for spec in sorted(specs.tasks.values(), key=lambda t: t.name):
         if names is not None and spec.name not in names:
@@ -186,14 +187,24 @@ def expand(specs: SpecSet, names: list[str] | None = None) -> list[DesiredTask]:
         cache = caches.get(cluster.storage)
         if cache is None:
             cache = caches[cluster.storage] = HashCache(cluster.storage)
-        tasks.append(_expand_task(spec, cluster, specs, cache))
+        tasks.append(_expand_task(spec, cluster, specs, cache, listings))
     for cache in caches.values():
         cache.save()
     return tasks
 
 
+class _Listing(NamedTuple):
+    files: list[str]  # the config files, sorted
+    job_names: list[str]
+    digests: list[str]  # of their contents
+
+
 def _expand_task(
-    spec: TaskSpec, cluster: ClusterSpec, specs: SpecSet, cache: HashCache
+    spec: TaskSpec,
+    cluster: ClusterSpec,
+    specs: SpecSet,
+    cache: HashCache,
+    listings: dict[str, _Listing],
 ) -> DesiredTask:
     # Plain strings, not pathlib, in the per-job loop: a no-op plan of 100,000 jobs spends
     # most of its time here.
@@ -209,8 +220,16 @@ def _expand_task(
 
     data_digest = cache.digest(Path(data_path))
     env = json.dumps(spec.env, sort_keys=True)
-    config_files = list_configs(Path(configs_path), files)
-    names = job_names(config_files)
+    listing = listings.get(configs_path)
+    if listing is None:
+        config_files = list_configs(Path(configs_path), files)
+        names = job_names(config_files)
+        listing = listings[configs_path] = _Listing(
+            config_files,
+            [names[config] for config in config_files],
+            cache.path_digests([f"{configs_path}/{config}" for config in config_files]),
+        )
+    config_files, job_list, config_digests = listing
     test_count = 0 if spec.bypass else spec.test_jobs
     quote = shlex.quote
     quoted_data = quote(as_seen(data_path))
@@ -224,7 +243,6 @@ def _expand_task(
     tail = f"\n{env}\n{data_digest}\n"
     # Column by column, each a comprehension or a map over C functions: a no-op plan of
     # 100,000 jobs spends most of its time here.
-    job_list = [names[config] for config in config_files]  # always plain: [A-Za-z0-9._-]
     if configs_plain and not _needs_quotes("".join(config_files)):
         quoted_configs = [seen_configs + config for config in config_files]
     else:
@@ -233,7 +251,6 @@ def _expand_task(
     if not outputs_plain:
         quoted_outputs = [quote(path) for path in quoted_outputs]
     commands = list(map(render, repeat(quoted_data), quoted_configs, quoted_outputs))
-    config_digests = cache.path_digests([f"{configs_path}/{config}" for config in config_files])
     sha256 = hashlib.sha256
     digests = [
         sha256((head + command + tail + config_digest).encode()).hexdigest()
