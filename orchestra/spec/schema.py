@@ -11,6 +11,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from orchestra.resources import schema_path
+from orchestra.spec import fastcheck
 from orchestra.spec.diagnostics import Diagnostic, json_path
 from orchestra.spec.loader import Document
 
@@ -72,6 +73,8 @@ def check_document(doc: Document) -> list[Diagnostic]:
             ]
         message = f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}"
         return [_diag(doc, ["kind"], message + did_you_mean(kind, KINDS))]
+    if fastcheck.accepts(kind, data):  # valid: no need to import jsonschema
+        return []
     errors = validator(kind).iter_errors(data)
     diagnostics = [d for error in errors for d in _convert(doc, error)]
     return sorted(set(diagnostics))

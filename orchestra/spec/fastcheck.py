@@ -1,0 +1,98 @@
+"""A fast first look at a document: the JSON Schema compiled to Python by ``fastjsonschema``.
+
+``jsonschema`` gives the precise, located errors but costs ~100 ms to import, which is most of
+``orchestra validate`` on one just-edited file (a pre-commit hook, an editor). So a document is
+first checked by the schema compiled into plain Python code (an independent implementation of
+the same JSON Schema, draft 7 semantics, which is all the schemas use); only a document it
+rejects goes to ``jsonschema`` for the errors. The tests hold the two to the same answer on
+every document of the test corpus and on randomly mutated ones.
+
+The compiled code is kept in the cache directory (``schema-code-<digest>-<kind>.py``, keyed by
+orchestra's version and the schema file) so that later runs neither compile it nor import
+``fastjsonschema``; ``ORCHESTRA_NO_CACHE=1`` compiles it every time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from orchestra import __version__
+from orchestra.resources import schema_path
+from orchestra.spec.validcache import cache_dir
+
+# The generated code's one import, replaced by these stand-ins: a cached check then runs
+# without importing fastjsonschema.
+_IMPORT = "from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException"
+_STAND_INS = """
+class JsonSchemaValueException(ValueError):
+    def __init__(self, message, value=None, name=None, definition=None, rule=None):
+        super().__init__(message)
+
+
+class JsonSchemaValuesException(JsonSchemaValueException):
+    def __init__(self, errors=None, *args, **kwargs):
+        super().__init__("invalid")
+"""
+_DRAFT_7 = "http://json-schema.org/draft-07/schema#"
+
+
+def accepts(kind: str, data: Any) -> bool:
+    """Whether ``data`` satisfies the schema of ``kind``; False also when the compiled check
+    is not available (then ``jsonschema`` decides)."""
+    check = _compiled(kind)
+    if check is None:
+        return False
+    try:
+        check(data)
+    except Exception:  # its own ValueError, or anything unexpected: jsonschema decides
+        return False
+    return True
+
+
+@cache
+def _compiled(kind: str) -> Callable[[Any], Any] | None:
+    schema_file = schema_path(kind)
+    raw = schema_file.read_bytes()
+    digest = hashlib.sha256(__version__.encode() + b"\0" + raw).hexdigest()[:20]
+    use_cache = not os.environ.get("ORCHESTRA_NO_CACHE")
+    path = cache_dir() / f"schema-code-{digest}-{kind.lower()}.py"
+    code = None
+    if use_cache:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            code = path.read_text(encoding="utf-8")
+    if code is None:
+        try:
+            import fastjsonschema
+        except ImportError:
+            return None
+        schema = json.loads(raw)
+        schema["$schema"] = _DRAFT_7
+        schema.pop("$id", None)  # then the generated entry point is named `validate`
+        # use_default=False: by default the generated code writes each schema default into
+        # the data it checks, which would change the specs (and their digests)
+        try:
+            code = fastjsonschema.compile_to_code(schema, use_default=False)
+        except Exception:  # a schema it cannot compile: jsonschema decides
+            return None
+        code = code.replace(_IMPORT, _STAND_INS)
+        if _IMPORT in code or "import fastjsonschema" in code:
+            return None  # a generator this module does not know: leave it to jsonschema
+        if use_cache:
+            with contextlib.suppress(OSError):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+                temporary.write_text(code, encoding="utf-8")
+                os.replace(temporary, path)
+    namespace: dict[str, Any] = {}
+    try:
+        exec(compile(code, str(path), "exec"), namespace)
+    except Exception:
+        return None
+    check = namespace.get("validate")
+    return check if callable(check) else None
