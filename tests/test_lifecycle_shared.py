@@ -1,5 +1,6 @@
-"""One lifecycle suite, two backends: the local one (real processes) and the Kubernetes one
-(the real client against the fake API server, a thread playing the kubelet)."""
+"""One lifecycle suite, three backends: the local one (real processes), the Kubernetes one
+(the real client against the fake API server, a thread playing the kubelet) and the Slurm one
+(a real single-node Slurm started for the session, tests/slurm_cluster.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ import pytest
 import yaml
 
 from orchestra.backends import kubernetes as kube_backend
+from orchestra.backends import slurm as slurm_backend
 from tests.fakes.kube_apiserver import FakeKubeAPIServer
 from tests.helpers import Repo
+from tests.slurm_cluster import SlurmCluster
+
+pytest_plugins = ["tests.fakes.slurm_plugin"]
 
 # a config whose content is "bad" makes its job fail; any other job copies it to its output
 LOCAL_EXEC = "grep -q bad %IN && exit 3; cat %IN > %OUT  # %DATA"
@@ -46,7 +51,7 @@ class Kubelet(threading.Thread):
                 self.server.finish_job(job["metadata"]["namespace"], job["metadata"]["name"], code)
 
 
-@pytest.fixture(params=["local", "kubernetes"])
+@pytest.fixture(params=["local", "kubernetes", "slurm"])
 def backend(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[str, Repo]]:
@@ -54,6 +59,16 @@ def backend(
     repo = Repo(tmp_path / "repo")
     if request.param == "local":
         yield "local", repo
+        return
+    if request.param == "slurm":
+        cluster: SlurmCluster = request.getfixturevalue("slurm_cluster")
+        monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+        monkeypatch.setattr(slurm_backend.SlurmBackend, "poll_interval", 0.1)
+        monkeypatch.setattr(slurm_backend.SlurmBackend, "marker_grace", 5.0)
+        spec = yaml.safe_load((repo.root / "cluster.yaml").read_text())
+        spec["spec"].update(backend="slurm")
+        (repo.root / "cluster.yaml").write_text(yaml.safe_dump(spec))
+        yield "slurm", repo
         return
     with FakeKubeAPIServer() as server:
         kubeconfig = tmp_path / "kubeconfig"

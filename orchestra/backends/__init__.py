@@ -12,6 +12,7 @@ from orchestra.spec.model import ClusterSpec
 _REGISTRY = {
     "local": "orchestra.backends.local:LocalBackend",
     "kubernetes": "orchestra.backends.kubernetes:KubernetesBackend",
+    "slurm": "orchestra.backends.slurm:SlurmBackend",
 }
 
 

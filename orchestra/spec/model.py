@@ -44,6 +44,11 @@ class KubernetesSettings:
 class SlurmSettings:
     partition: str | None = None
     array_limit: int = DEFAULT_ARRAY_LIMIT
+    account: str | None = None
+    #: a command prefix running ``<image> /bin/sh -c <exec>``, e.g. ``apptainer exec``
+    container_runtime: str | None = None
+    max_array_size: int | None = None  # None: the cluster's MaxArraySize (scontrol)
+    templates: Path | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,6 +146,7 @@ def cluster_from(doc: Document, base_dir: Path) -> ClusterSpec:
             burst=kube.get("burst", 30),
         )
     slurm = spec.get("slurm") or {}
+    slurm_templates = slurm.get("templates")
     return ClusterSpec(
         name=data["metadata"]["name"],
         backend=spec["backend"],
@@ -150,6 +156,10 @@ def cluster_from(doc: Document, base_dir: Path) -> ClusterSpec:
         slurm=SlurmSettings(
             partition=slurm.get("partition"),
             array_limit=slurm.get("arrayLimit", DEFAULT_ARRAY_LIMIT),
+            account=slurm.get("account"),
+            container_runtime=slurm.get("containerRuntime"),
+            max_array_size=slurm.get("maxArraySize"),
+            templates=(base_dir / slurm_templates) if slurm_templates else None,
         ),
         doc=doc,
     )
