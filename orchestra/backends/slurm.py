@@ -620,7 +620,7 @@ def _outcome(
         return None
     if row is None or state in _LOST:
         why = lost or (
-            f"Slurm ended it as {state} ({row.reason})"
+            f"Slurm ended it as {state}" + (f" ({row.reason})" if row.reason != "None" else "")
             if row is not None
             else "it left Slurm without an exit marker"
         )
