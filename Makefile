@@ -45,7 +45,14 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix $(SOURCES)
 	$(BIN)/ruff format $(SOURCES)
 
+# The Slurm tests start a private single-node Slurm (tests/slurm_cluster.py): Debian's
+# slurm-wlm and munge are installed first when missing (as root with apt), else they skip.
 test: lint
+	@command -v slurmctld >/dev/null && command -v munged >/dev/null || { \
+	  command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && export DEBIAN_FRONTEND=noninteractive \
+	  && { apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1 || { apt-get update -qq && \
+	       apt-get install -y -qq slurm-wlm munge >/dev/null; }; } \
+	  || echo "Slurm not installed (apt-get install slurm-wlm munge as root): its tests skip"; }
 	$(BIN)/pytest -q
 
 test-fast: $(STAMP)
