@@ -66,6 +66,9 @@ def test_status_of_one_task_lists_jobs_and_filters(
     data = json.loads(capsys.readouterr().out)
     assert set(data["jobs"]) == {"c0", "c1"}
     assert data["jobs"]["c1"]["log"].endswith("/jobs/c1/log")
+    assert data["jobs"]["c1"]["state"] == "failed" and data["phase"] == "finalized"
+    assert repo.orchestra("status", task, "--state", "running", "--format", "json") == 0
+    assert json.loads(capsys.readouterr().out)["jobs"] == {}
 
 
 def test_status_of_an_unknown_task(repo: Repo, capsys: pytest.CaptureFixture[str]) -> None:

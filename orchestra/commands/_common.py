@@ -109,10 +109,11 @@ def check_owner(name: str, action: str) -> None:
         )
 
 
-def all_records(specs: SpecSet) -> list[tuple[Path, TaskRecord]]:
-    """Every task with a sidecar in the storages of the Clusters defined."""
+def all_records(specs: SpecSet, *, summary: bool = False) -> list[tuple[Path, TaskRecord]]:
+    """Every task with a sidecar in the storages of the Clusters defined; with ``summary``,
+    from the snapshot's header alone where it is up to date (counts, no jobs)."""
     storages = sorted({c.storage for c in specs.clusters.values()})
-    return [found for storage in storages for found in _records_in(storage)]
+    return [found for storage in storages for found in _records_in(storage, summary)]
 
 
 def all_records_of(storage: Path) -> list[TaskRecord]:
@@ -120,10 +121,11 @@ def all_records_of(storage: Path) -> list[TaskRecord]:
     return [record for _dir, record in _records_in(storage)]
 
 
-def _records_in(storage: Path) -> list[tuple[Path, TaskRecord]]:
+def _records_in(storage: Path, summary: bool = False) -> list[tuple[Path, TaskRecord]]:
     found = []
     for task_dir in find_task_dirs(storage):
-        record = TaskStore(task_dir).load()
+        store = TaskStore(task_dir)
+        record = (store.load_summary() if summary else None) or store.load()
         if record is not None:
             found.append((task_dir, record))
     return found

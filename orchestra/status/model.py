@@ -86,6 +86,13 @@ _encode_row = (
 )
 
 
+def compact_json(value: Any) -> str:
+    """``json.dumps(value)`` through a C encoder made once (json.dumps makes one per call)."""
+    if _encode_row is None:  # pragma: no cover (CPython always has the C encoder)
+        return json.dumps(value)
+    return "".join(_encode_row(value, 0))
+
+
 @dataclass(slots=True)
 class JobRecord:
     # the order of the fields is JOB_COLUMNS' (see there)
@@ -162,9 +169,7 @@ class JobRecord:
 
     def line(self) -> str:
         """The job's row as JSON, exactly ``json.dumps(self.row())``."""
-        if _encode_row is None:  # pragma: no cover (CPython always has the C encoder)
-            return json.dumps(self.row())
-        return "".join(_encode_row(self.row(), 0))
+        return compact_json(self.row())
 
     def update(self, fields: dict[str, Any]) -> None:
         for key, value in fields.items():
