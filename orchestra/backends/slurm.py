@@ -488,14 +488,17 @@ class SlurmBackend:
                     tracked.waiting = None
                     self._events.append(JobEvent(run, "waiting", now_iso(), reason=None))
                 continue
-            # ended (COMPLETED, FAILED, TIMEOUT, ...; COMPLETING: its script has ended), or
-            # gone from Slurm's memory: the marker has the outcome
+            if state == "COMPLETING":
+                # its script has ended, but squeue shows COMPLETING for CANCELLED and TIMEOUT
+                # too while the node cleans up: the final state decides (a scancel behind
+                # orchestra's back leaves the marker "143", yet the attempt is lost)
+                continue
+            # ended (COMPLETED, FAILED, TIMEOUT, ...), or gone from Slurm's memory: the
+            # marker has the outcome
             event = _outcome(run, row, node=tracked_node, marker_only=True)
             if event is None and state in _LOST:
                 event = _outcome(run, row, node=tracked_node)  # cancelled, node failure...
             if event is None:
-                if state == "COMPLETING":
-                    continue  # the marker comes with its end
                 if tracked.ended_since is None:
                     tracked.ended_since = now
                 if grace and now - tracked.ended_since < self.marker_grace:
