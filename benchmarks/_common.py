@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -68,3 +69,10 @@ def write_repo(root: Path, tasks: int, configs: int, exec_line: str, max_paralle
             f"  configs: user.bench.configs\n  output: out\n  exec: {exec_line!r}\n  bypass: true\n"
         )
     (root / "users" / "bench" / "specs.yaml").write_text("---\n".join(docs))
+
+
+def write_json(path: Path | None, figures: dict[str, Any]) -> None:
+    """The figures as JSON at ``path`` (the --json of every benchmark; None: not asked)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(figures, indent=2) + "\n")

@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ORCHESTRA, machine, run_timed, write_repo
+from _common import ORCHESTRA, machine, run_timed, write_json, write_repo
 
 
 def bench_dispatch(jobs: int, where: str | None, repeat: int = 3) -> dict[str, Any]:
@@ -247,9 +247,7 @@ def main() -> int:
         f"({s['read_over_json_load']}x json.loads), peak RSS write {s['write_peak_rss_mb']} MB / "
         f"read {s['read_peak_rss_mb']} MB (goals < 1 s each, < 300 MB)"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    write_json(args.json, figures)
     return 0
 
 

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ORCHESTRA, machine, run_timed, write_repo  # noqa: E402
+from _common import ORCHESTRA, machine, run_timed, write_json, write_repo  # noqa: E402
 
 from tests.fakes.kube_apiserver import write_kubeconfig  # noqa: E402
 
@@ -192,9 +192,7 @@ def main() -> int:
         f"would take {r['full_check_projected_seconds']} s "
         f"({r['full_check_each_ms']} ms each): {r['speedup_over_full_checks']}x"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    write_json(args.json, figures)
     return 0
 
 

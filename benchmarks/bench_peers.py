@@ -46,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BIN, ORCHESTRA, machine, run_timed, write_repo
+from _common import BIN, ORCHESTRA, machine, run_timed, write_json, write_repo
 
 TOOLS = ("xargs", "parallel", "snakemake", "orchestra")
 TUTORIAL = Path(__file__).resolve().parent.parent / "examples" / "tasks" / "tutorial"
@@ -439,9 +439,7 @@ def main() -> int:
         f"the tutorial's {t['jobs']} jobs (job_tuning.py) on 2 slots: "
         + "; ".join(show(tool, "s", seconds, ratio) for tool in TOOLS)
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    write_json(args.json, figures)
     return 0
 
 

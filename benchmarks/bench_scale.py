@@ -19,7 +19,6 @@ Run: make bench   (or .venv/bin/python benchmarks/bench_scale.py [--quick] [--js
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -31,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ORCHESTRA, machine, write_repo
+from _common import ORCHESTRA, machine, write_json, write_repo
 
 EXEC = "true %DATA %IN %OUT"
 
@@ -124,9 +123,7 @@ def main() -> int:
             + ", ".join(f"{k} {v}x" for k, v in ratios.items())
             + " (1.0 = linear)"
         )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    write_json(args.json, figures)
     return 0
 
 

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ORCHESTRA, machine, run_timed, write_repo  # noqa: E402
+from _common import ORCHESTRA, machine, run_timed, write_json, write_repo  # noqa: E402
 
 from tests.slurm_cluster import SlurmCluster, unavailable_reason  # noqa: E402
 
@@ -104,9 +104,7 @@ def main() -> None:
             results.append(bench(jobs, label, cluster))
         print(json.dumps(results[-1]), flush=True)
     report = {"machine": machine(), "results": results}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

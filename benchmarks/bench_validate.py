@@ -17,7 +17,6 @@ Run: make bench   (or .venv/bin/python benchmarks/bench_validate.py [--tasks N] 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -31,8 +30,9 @@ from pathlib import Path
 
 from orchestra.spec.validcache import CACHE_FILE as VALID_FILE
 
-BIN = Path(sys.executable).parent
-ORCHESTRA = str(BIN / "orchestra")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import ORCHESTRA, write_json
 
 CLUSTER = """\
 apiVersion: orchestra/v1
@@ -228,9 +228,7 @@ def main() -> int:
     )
     for goal, met in goals.items():
         print(f"goal {'met' if met else 'MISSED'}: {goal}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({**figures, "goals": goals}, indent=2) + "\n")
+    write_json(args.json, {**figures, "goals": goals})
     return 0
 
 
