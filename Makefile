@@ -84,7 +84,7 @@ $(BENCH_STAMP): $(STAMP)
 	  || echo "GNU parallel not installed (apt-get install parallel): left out of the report"; }
 	@touch $@
 
-# Every benchmark, then docs/benchmarks.md and docs/benchmarks.png (about 15 minutes);
+# Every benchmark, then docs/benchmarks.md and docs/benchmarks.png (about 30 minutes);
 # BENCH_ARGS=--quick for small sizes (a smoke test of the harness)
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/report.py $(BENCH_ARGS)

@@ -45,6 +45,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
         [],
         ["--jobs", "200", "--manifests", "2000", "--limited-jobs", "60"],
     ),
+    # a real single-node Slurm brought up for the run (about 10 minutes at 1,000 jobs)
+    "slurm": ("bench_slurm.py", ["--jobs", "1000", "--overcommit", "16"], ["--quick"]),
 }
 
 
@@ -145,6 +147,7 @@ def render(figures: dict[str, Any], quick: bool, seconds: dict[str, float]) -> s
     lines += _validate(figures.get("validate"), goals)
     lines += _scale(figures.get("scale"), goals)
     lines += _kubernetes(figures.get("kubernetes"), goals)
+    lines += _slurm(figures.get("slurm"))
     summary = ["## Goals", "", *_table(["Goal", "Figure", ""], goals)]
     at = lines.index("| Tool | Version |")
     return "\n".join(lines[:at] + summary + lines[at:]).rstrip() + "\n"
@@ -421,6 +424,33 @@ def _kubernetes(k: dict[str, Any] | None, goals: list[list[Any]]) -> list[str]:
                 ]
             )
     return lines
+
+
+def _slurm(slurm: dict[str, Any] | None) -> list[str]:
+    if not slurm:
+        return []
+    rows = []
+    for result in slurm.get("results", []):
+        calls = result.get("calls_per_job") or {}
+        rows.append(
+            [
+                result["backend"],
+                result["jobs"],
+                result["seconds"],
+                result["jobs_per_second"],
+                ", ".join(f"{k} {v}" for k, v in calls.items() if v) or "-",
+            ]
+        )
+    return [
+        "## Slurm",
+        "",
+        "`benchmarks/bench_slurm.py`: no-op jobs through Slurm job arrays on a real single-node "
+        "Slurm (slurm-wlm, brought up for the run as in the tests) against the local backend "
+        "on the same machine. Slurm's pace is its scheduler's: at most one job start per free "
+        "CPU and second; the second Slurm run declares 16 CPUs on the node to show it.",
+        "",
+        *_table(["Backend", "jobs", "seconds", "jobs/s", "calls per job"], rows),
+    ]
 
 
 def plot(figures: dict[str, Any]) -> bool:

@@ -317,8 +317,8 @@ def test_removing_the_config_of_a_running_job_stops_it(repo: Repo) -> None:
     assert orphan_run not in _processes_by_run_id()  # stopped, not left to run
 
 
-def test_a_backend_not_built_yet_changes_nothing(
-    repo: Repo, capsys: pytest.CaptureFixture[str]
+def test_a_backend_whose_tools_are_missing_changes_nothing(
+    repo: Repo, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import yaml
 
@@ -327,9 +327,11 @@ def test_a_backend_not_built_yet_changes_nothing(
     cluster = yaml.safe_load((repo.root / "cluster.yaml").read_text())
     cluster["spec"].update(backend="slurm")
     (repo.root / "cluster.yaml").write_text(yaml.safe_dump(cluster))
+    monkeypatch.setenv("PATH", str(repo.root / "nothing-here"))  # no sbatch, squeue, scancel
     capsys.readouterr()
     assert repo.orchestra("apply") == 1
-    assert "the slurm backend is not built yet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the slurm backend needs sbatch, squeue, scancel on PATH" in err
     assert not repo.task_dir(task).exists()
 
 
