@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -452,3 +453,31 @@ def test_storage_failing_mid_run_is_a_clear_error_and_loses_nothing(
     for name in status["jobs"]:
         runs = (repo.job_dir(task, name) / "runs").read_text().splitlines()
         assert len(runs) == 1, name  # what ran before the failure was not run again
+
+
+def test_an_apply_with_descriptors_above_1023_runs_its_jobs(repo: Repo) -> None:
+    """Hundreds of tasks hold a log and a lock open each, so the slots' pipes get descriptors
+    above 1023, which select() refuses: the jobs must still run (this hung, slots dead)."""
+    import subprocess
+    import sys
+
+    repo.configs({f"c{i}.txt": f"{i}\n" for i in range(4)})
+    task = repo.task(bypass=True)
+    script = (
+        "import os, resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (2048, resource.getrlimit("
+        "resource.RLIMIT_NOFILE)[1]))\n"
+        "held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]\n"
+        "from orchestra.cli import main\n"
+        f"sys.exit(main(['-C', {str(repo.root)!r}, 'apply']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "ORCHESTRA_USER": "alice"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert repo.status(task)["counts"]["done"] == 4

@@ -75,6 +75,10 @@ class _Worker:
         self._script = script_w
         self._report = report_r
         self._buffer = b""
+        # poll, not select: select() refuses descriptors above 1023, which an apply of
+        # hundreds of tasks (a log and a lock open per task) reaches
+        self._poller = select.poll()
+        self._poller.register(report_r, select.POLLIN)
 
     def send(self, text: str) -> None:
         try:
@@ -86,8 +90,7 @@ class _Worker:
         """The next report line; None if none comes within ``timeout``."""
         while b"\n" not in self._buffer:
             if timeout is not None:
-                readable, _w, _x = select.select([self._report], [], [], timeout)
-                if not readable:
+                if not self._poller.poll(max(0, int(timeout * 1000))):
                     return None
                 timeout = None
             chunk = os.read(self._report, 4096)
@@ -291,6 +294,16 @@ class LocalBackend:
                     event = _outcome_from_marker(run)
                     if cancelled:
                         event = JobEvent(run, "finished", now_iso(), reason="cancelled")
+                    self._events.put(event)
+                except Exception as exc:  # a bug here must fail the job, not hang the apply
+                    worker.close(kill=True)
+                    worker = None
+                    with self._lock:
+                        self._running.pop(run.run_id, None)
+                    event = _outcome_from_marker(run)
+                    if event.kind != "finished":
+                        reason = f"orchestra could not run it: {type(exc).__name__}: {exc}"
+                        event = JobEvent(run, "finished", now_iso(), exit_code=127, reason=reason)
                     self._events.put(event)
         finally:
             if worker is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from collections.abc import Iterable, Iterator
@@ -30,6 +31,21 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def more_open_files() -> None:
+    """Raise the soft limit on open files to the hard one: each task being run holds its event
+    log and its lock open, and many systems start processes at a soft limit of 1,024."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover (not POSIX)
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < ceiling:
+        # refused: as it was, and the engine works within the soft limit
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+
+
 def run_engine(
     work: list[DesiredTask],
     *,
@@ -38,6 +54,7 @@ def run_engine(
     commit: str | None = None,
 ) -> list[TaskRun] | None:
     """Prepare and drive ``work``; None when, once prepared, there was nothing to run."""
+    more_open_files()
     with sigterm_as_interrupt():
         engine = Engine(make_progress(sys.stderr))
         engine.prepare(work, retry=retry, commit=commit)
