@@ -131,25 +131,34 @@ def test_a_cached_check_imports_neither_fastjsonschema_nor_jsonschema(tmp_path: 
     ]
     assert runs[0] == [True, True, False]  # compiled once, with fastjsonschema
     assert runs[1] == [True, False, False]  # then from the cache: neither library imported
-    assert len(list(tmp_path.glob("schema-code-*-task.py"))) == 1
+    assert len(list(tmp_path.glob("schema-code-*-task.*.marshal"))) == 1
 
 
-def test_a_damaged_cache_falls_back_to_jsonschema(
+def test_a_damaged_cache_is_made_again_and_without_a_check_jsonschema_decides(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from orchestra.spec.loader import load_text
+    from orchestra.spec.schema import check_document
+
     monkeypatch.setenv("ORCHESTRA_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("ORCHESTRA_NO_CACHE", raising=False)
     fastcheck._compiled.cache_clear()
-    assert fastcheck.accepts("Task", BASE[2])
-    (cached,) = tmp_path.glob("schema-code-*-task.py")
-    cached.write_text("this is not python(\n")
-    fastcheck._compiled.cache_clear()
     try:
-        assert not fastcheck.accepts("Task", BASE[2])  # unavailable: jsonschema will decide
-        from orchestra.spec.loader import load_text
-        from orchestra.spec.schema import check_document
-
-        (document,) = load_text(yaml.safe_dump(BASE[2]), "t.yaml").documents
-        assert check_document(document) == []
+        assert fastcheck.accepts("Task", BASE[2])
+        (cached,) = tmp_path.glob("schema-code-*-task.*.marshal")
+        cached.write_bytes(b"this is not a code object")
+        fastcheck._compiled.cache_clear()
+        assert fastcheck.accepts("Task", BASE[2])  # made again
+        assert cached.read_bytes() != b"this is not a code object"
+        # no compiled check at all (fastjsonschema missing, say): jsonschema decides alone
+        cached.unlink()
+        monkeypatch.setattr(fastcheck, "_generate", lambda raw: None)
+        fastcheck._compiled.cache_clear()
+        assert not fastcheck.accepts("Task", BASE[2])
+        (good,) = load_text(yaml.safe_dump(BASE[2]), "t.yaml").documents
+        assert check_document(good) == []
+        bad = {**BASE[2], "spec": {**BASE[2]["spec"], "testJobs": -1}}
+        (document,) = load_text(yaml.safe_dump(bad), "t.yaml").documents
+        assert [d.message for d in check_document(document)] == ["must be at least 1; got -1"]
     finally:
         fastcheck._compiled.cache_clear()

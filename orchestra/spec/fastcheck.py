@@ -7,9 +7,10 @@ the same JSON Schema, draft 7 semantics, which is all the schemas use); only a d
 rejects goes to ``jsonschema`` for the errors. The tests hold the two to the same answer on
 every document of the test corpus and on randomly mutated ones.
 
-The compiled code is kept in the cache directory (``schema-code-<digest>-<kind>.py``, keyed by
-orchestra's version and the schema file) so that later runs neither compile it nor import
-``fastjsonschema``; ``ORCHESTRA_NO_CACHE=1`` compiles it every time.
+The compiled code is kept in the cache directory (``schema-code-<digest>-<kind>.<tag>.marshal``,
+keyed by orchestra's version, the schema file and the interpreter) as a code object, so that
+later runs neither generate nor compile it nor import ``fastjsonschema``;
+``ORCHESTRA_NO_CACHE=1`` makes it every time.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import marshal
 import os
+import sys
+import types
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -61,38 +65,48 @@ def _compiled(kind: str) -> Callable[[Any], Any] | None:
     raw = schema_file.read_bytes()
     digest = hashlib.sha256(__version__.encode() + b"\0" + raw).hexdigest()[:20]
     use_cache = not os.environ.get("ORCHESTRA_NO_CACHE")
-    path = cache_dir() / f"schema-code-{digest}-{kind.lower()}.py"
+    tag = sys.implementation.cache_tag or "python"  # marshal's format is the interpreter's
+    path = cache_dir() / f"schema-code-{digest}-{kind.lower()}.{tag}.marshal"
     code = None
     if use_cache:
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            code = path.read_text(encoding="utf-8")
-    if code is None:
-        try:
-            import fastjsonschema
-        except ImportError:
+        with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
+            code = marshal.loads(path.read_bytes())
+    if not isinstance(code, types.CodeType):
+        source = _generate(raw)
+        if source is None:
             return None
-        schema = json.loads(raw)
-        schema["$schema"] = _DRAFT_7
-        schema.pop("$id", None)  # then the generated entry point is named `validate`
-        # use_default=False: by default the generated code writes each schema default into
-        # the data it checks, which would change the specs (and their digests)
-        try:
-            code = fastjsonschema.compile_to_code(schema, use_default=False)
-        except Exception:  # a schema it cannot compile: jsonschema decides
-            return None
-        code = code.replace(_IMPORT, _STAND_INS)
-        if _IMPORT in code or "import fastjsonschema" in code:
-            return None  # a generator this module does not know: leave it to jsonschema
+        code = compile(source, f"<{kind} schema, compiled>", "exec")
         if use_cache:
             with contextlib.suppress(OSError):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-                temporary.write_text(code, encoding="utf-8")
+                temporary.write_bytes(marshal.dumps(code))
                 os.replace(temporary, path)
     namespace: dict[str, Any] = {}
     try:
-        exec(compile(code, str(path), "exec"), namespace)
-    except Exception:
+        exec(code, namespace)  # our own generated code, from our own cache
+    except Exception:  # a damaged cache file: jsonschema decides
         return None
     check = namespace.get("validate")
     return check if callable(check) else None
+
+
+def _generate(raw: bytes) -> str | None:
+    """The Python source of a check of the schema ``raw``; None when it cannot be made."""
+    try:
+        import fastjsonschema
+    except ImportError:
+        return None
+    schema = json.loads(raw)
+    schema["$schema"] = _DRAFT_7
+    schema.pop("$id", None)  # then the generated entry point is named `validate`
+    # use_default=False: by default the generated code writes each schema default into the
+    # data it checks, which would change the specs (and their digests)
+    try:
+        source = fastjsonschema.compile_to_code(schema, use_default=False)
+    except Exception:  # a schema it cannot compile: jsonschema decides
+        return None
+    source = source.replace(_IMPORT, _STAND_INS)
+    if _IMPORT in source or "import fastjsonschema" in source:
+        return None  # a generator this module does not know: leave it to jsonschema
+    return source
