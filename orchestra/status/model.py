@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import json.encoder
+import operator
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -147,25 +148,7 @@ class JobRecord:
 
     def row(self) -> tuple[Any, ...]:
         """The job's values in the order of JOB_COLUMNS."""
-        name = self.name
-        return (
-            name,
-            self.state,
-            self.attempts,
-            self.exit_code,
-            self.started,
-            self.finished,
-            self.config,
-            self.test,
-            self.digest,
-            self.run_id,
-            self.pid,
-            self.node,
-            self.reason,
-            self.warning,
-            self.orphan,
-            f"jobs/{name}/log",
-        )
+        return (*_row_values(self), f"jobs/{self.name}/log")
 
     def line(self) -> str:
         """The job's row as JSON, exactly ``json.dumps(self.row())``."""
@@ -198,6 +181,12 @@ class JobRecord:
             get("warning"),
             get("orphan", False),
         )
+
+
+# JobRecord's values in the order of JOB_COLUMNS but the derived log, fetched in C
+_row_values = operator.attrgetter(
+    "name", *[_JOB_FIELDS.get(column, column) for column in JOB_COLUMNS[1:-1]]
+)
 
 
 @dataclass
