@@ -119,6 +119,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def render(figures: dict[str, Any], quick: bool, seconds: dict[str, float]) -> str:
+    """The page; ``seconds``: how long each benchmark of this run took (those run now)."""
     lines = [
         "# Benchmarks",
         "",
@@ -126,17 +127,27 @@ def render(figures: dict[str, Any], quick: bool, seconds: dict[str, float]) -> s
         "`benchmarks/` and rewrites this page and `docs/benchmarks.png`. Every figure is set",
         "against a baseline measured in the same run (the machines are noisy: ratios, not",
         "seconds, are what to compare). Kubernetes figures are against the fake API server of",
-        "`tests/fakes/` over real HTTP, not a live cluster.",
+        "`tests/fakes/` over real HTTP, not a live cluster. Each section shows the last run of",
+        "its benchmark (`make bench` runs them all in turn; `benchmarks/report.py --only NAME`",
+        "runs one again).",
         "",
     ]
     if quick:
         lines += ["**Quick run (small sizes): a smoke test of the harness, not figures.**", ""]
     any_machine = next((f["machine"] for f in figures.values() if "machine" in f), {})
+    partial = bool(seconds) and set(seconds) != set(BENCHMARKS)
     lines += [
         f"Machine: {any_machine.get('cores', os.cpu_count())} cores, "
-        f"{any_machine.get('platform', platform.platform())}; run on "
+        f"{any_machine.get('platform', platform.platform())}; written on "
         f"{datetime.date.today().isoformat()}"
-        + (f" in {round(sum(seconds.values()) / 60, 1)} min" if seconds else "")
+        + (
+            f" after running {', '.join(seconds)} ({round(sum(seconds.values()) / 60, 1)} min);"
+            " the other sections are from earlier runs (`benchmarks/out/`)"
+            if partial
+            else f" after {round(sum(seconds.values()) / 60, 1)} min of benchmarks"
+            if seconds
+            else ""
+        )
         + ".",
         "",
     ]
