@@ -16,6 +16,7 @@ from json.encoder import encode_basestring_ascii as _encode_string
 from pathlib import Path
 from typing import Any, Protocol
 
+from orchestra.backends.templating import sandboxed_environment
 from orchestra.errors import FatalError
 from orchestra.resources import data_dir
 from orchestra.spec.model import ClusterSpec, TaskSpec
@@ -122,17 +123,9 @@ def _tojson(_context: Any, value: Any, indent: int | None = None) -> str:
 
 @cache
 def _environment(directory: Path) -> Any:
-    from jinja2 import FileSystemLoader, StrictUndefined, pass_eval_context
-    from jinja2.sandbox import SandboxedEnvironment
+    from jinja2 import pass_eval_context
 
-    environment = SandboxedEnvironment(
-        loader=FileSystemLoader(str(directory)),
-        undefined=StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-    )
-    environment.filters["tojson"] = pass_eval_context(_tojson)
-    return environment
+    return sandboxed_environment(directory, {"tojson": pass_eval_context(_tojson)})
 
 
 class ManifestRenderer:

@@ -43,6 +43,7 @@ from typing import Any
 
 from orchestra.backends.base import EXIT_MARKER, JobEvent, JobRun
 from orchestra.backends.local import LOG_FILE, job_environment
+from orchestra.backends.templating import sandboxed_environment
 from orchestra.errors import FatalError
 from orchestra.fsutil import now_iso
 from orchestra.resources import data_dir
@@ -107,19 +108,8 @@ def _sbatch(value: Any) -> str:
 
 @cache
 def _environment(directory: Path) -> Any:
-    from jinja2 import FileSystemLoader, StrictUndefined
-    from jinja2.sandbox import SandboxedEnvironment
-
-    environment = SandboxedEnvironment(
-        loader=FileSystemLoader(str(directory)),
-        undefined=StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    environment.filters.update(shquote=_shquote, shname=_shname, sbatch=_sbatch)
-    return environment
+    filters = {"shquote": _shquote, "shname": _shname, "sbatch": _sbatch}
+    return sandboxed_environment(directory, filters, trim=True)
 
 
 # spec fields -> sbatch options -------------------------------------------------------------
