@@ -176,6 +176,30 @@ def test_render_of_a_local_task_shows_the_scripts(tmp_path: Path, run: Run) -> N
     assert "cat " in result.out and "/configs/c0.txt" in result.out
 
 
+def test_render_of_a_slurm_task_shows_its_sbatch_script(tmp_path: Path, run: Run) -> None:
+    repo = Repo(tmp_path)
+    cluster = yaml.safe_load((repo.root / "cluster.yaml").read_text())
+    cluster["spec"].update(backend="slurm", slurm={"partition": "gpu", "arrayLimit": 4})
+    (repo.root / "cluster.yaml").write_text(yaml.safe_dump(cluster))
+    repo.configs({"c0.txt": "ok\n", "c1.txt": "ok\n", "c2.txt": "ok\n"})
+    task = repo.task(timeout="2h", resources={"cpu": 2, "memory": "1Gi", "gpu": 1})
+    result = run("-C", str(repo.root), "render", task, "-o", "out")
+    assert result.code == 0, result.err
+    script = (repo.root / "out" / f"{task}.sbatch").read_text()
+    for option in (
+        "--array=0-2%4",
+        "--cpus-per-task=2",
+        "--mem=1024M",
+        "--gres=gpu:1",
+        "--time=0-02:00:00",
+        "--partition=gpu",
+    ):
+        assert f"#SBATCH {option}\n" in script, option
+    assert script.count("/configs/c") == 3  # one index per job
+    assert not repo.task_dir(task).exists()  # rendering submits and writes nothing
+    assert run("-C", str(repo.root), "render", task, "--validate").code == 1
+
+
 def test_shipped_kubernetes_examples_are_valid(validator: ManifestValidator) -> None:
     rbac = list(yaml.safe_load_all((EXAMPLES / "kubernetes" / "rbac.yaml").read_text()))
     assert {d["kind"] for d in rbac} == {"Role", "RoleBinding", "Namespace"}

@@ -26,12 +26,12 @@ def run(args: argparse.Namespace) -> int:
     backend = task.cluster.backend
     if backend == "kubernetes":
         documents = _kubernetes(task, validate=args.validate)
-    elif backend == "local":
-        if args.validate:
-            raise FatalError("--validate checks Kubernetes manifests; this task runs locally")
-        documents = _local(task)
     else:
-        raise FatalError(f"rendering for the {backend} backend is not built yet")
+        if args.validate:
+            raise FatalError(
+                f"--validate checks Kubernetes manifests; this task runs on {backend}"
+            )
+        documents = _slurm(task) if backend == "slurm" else _local(task)
     if args.out:
         out = Path(args.directory) / args.out
         out.mkdir(parents=True, exist_ok=True)
@@ -112,6 +112,32 @@ def _kubernetes(task: DesiredTask, *, validate: bool) -> list[tuple[str, str]]:
             file=sys.stderr,
         )
     return documents
+
+
+def _slurm(task: DesiredTask) -> list[tuple[str, str]]:
+    """The sbatch script of the task's jobs as one array (apply submits a round at a time:
+    the test jobs, then the rest, each round one array of the same form)."""
+    from orchestra.backends.base import JobRun
+    from orchestra.backends.slurm import ScriptRenderer
+
+    runs = [
+        JobRun(
+            task=task.name,
+            job=job.name,
+            attempt=1,
+            run_id=f"render-{index}",
+            command=job.command,
+            job_dir=task.job_dir(job.name),
+            image=task.spec.image,
+            env=task.spec.env,
+            spec=task.spec,
+            spec_digest=task.spec_digest,
+            digest=job.digest,
+        )
+        for index, job in enumerate(task.jobs)
+    ]
+    script = ScriptRenderer(task.cluster).render(task.spec, runs, key="render")
+    return [(f"{task.name}.sbatch", script)]
 
 
 def _local(task: DesiredTask) -> list[tuple[str, str]]:
