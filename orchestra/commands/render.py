@@ -28,9 +28,7 @@ def run(args: argparse.Namespace) -> int:
         documents = _kubernetes(task, validate=args.validate)
     else:
         if args.validate:
-            raise FatalError(
-                f"--validate checks Kubernetes manifests; this task runs on {backend}"
-            )
+            raise FatalError(f"--validate checks Kubernetes manifests; this task runs on {backend}")
         documents = _slurm(task) if backend == "slurm" else _local(task)
     if args.out:
         out = Path(args.directory) / args.out
