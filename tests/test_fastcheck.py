@@ -162,3 +162,34 @@ def test_a_damaged_cache_is_made_again_and_without_a_check_jsonschema_decides(
         assert [d.message for d in check_document(document)] == ["must be at least 1; got -1"]
     finally:
         fastcheck._compiled.cache_clear()
+
+
+def test_cached_code_others_can_write_is_never_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import marshal
+
+    monkeypatch.setenv("ORCHESTRA_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("ORCHESTRA_NO_CACHE", raising=False)
+    fastcheck._compiled.cache_clear()
+    try:
+        assert fastcheck.accepts("Task", BASE[2])
+        (cached,) = tmp_path.glob("schema-code-*-task.*.marshal")
+        # planted code that would accept anything, in a cache others may write
+        planted = compile("def validate(data, **kwargs):\n    return data\n", "x", "exec")
+        cached.write_bytes(marshal.dumps(planted))
+        cached.chmod(0o644)
+        fastcheck._compiled.cache_clear()
+        assert fastcheck.accepts("Task", {"kind": "Task"})  # control: a private cache is run
+        cached.write_bytes(marshal.dumps(planted))
+        cached.chmod(0o666)
+        fastcheck._compiled.cache_clear()
+        assert not fastcheck.accepts("Task", {"kind": "Task"})  # not run: made afresh
+        cached.write_bytes(marshal.dumps(planted))
+        cached.chmod(0o644)
+        tmp_path.chmod(0o777)
+        fastcheck._compiled.cache_clear()
+        assert not fastcheck.accepts("Task", {"kind": "Task"})
+    finally:
+        tmp_path.chmod(0o755)
+        fastcheck._compiled.cache_clear()

@@ -20,10 +20,12 @@ import hashlib
 import json
 import marshal
 import os
+import stat
 import sys
 import types
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from orchestra import __version__
@@ -68,7 +70,7 @@ def _compiled(kind: str) -> Callable[[Any], Any] | None:
     tag = sys.implementation.cache_tag or "python"  # marshal's format is the interpreter's
     path = cache_dir() / f"schema-code-{digest}-{kind.lower()}.{tag}.marshal"
     code = None
-    if use_cache:
+    if use_cache and _private(path):
         with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
             code = marshal.loads(path.read_bytes())
     if not isinstance(code, types.CodeType):
@@ -89,6 +91,18 @@ def _compiled(kind: str) -> Callable[[Any], Any] | None:
         return None
     check = namespace.get("validate")
     return check if callable(check) else None
+
+
+def _private(path: Path) -> bool:
+    """Whether the cached code is this user's own and writable by nobody else: code from a
+    cache another user could write is never run."""
+    try:
+        st = path.stat()
+        parent = path.parent.stat()
+    except OSError:
+        return False
+    mine = st.st_uid == os.getuid() and parent.st_uid == os.getuid()
+    return mine and not (st.st_mode | parent.st_mode) & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def _generate(raw: bytes) -> str | None:
