@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,3 +70,20 @@ class Backend(Protocol):
 
     def close(self) -> list[JobRun]:
         """Stop every attempt still running (Ctrl-C); return them."""
+
+
+def read_exit_marker(run: JobRun) -> tuple[int, str] | None:
+    """(exit code, when it was written) from the marker a job's shell writes as it ends,
+    ``<code> <run id>``, if it is this attempt's and whole; else None."""
+    path = run.job_dir / EXIT_MARKER
+    try:
+        text = path.read_text(encoding="utf-8")
+        mtime = path.stat().st_mtime
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.endswith("\n"):
+        return None
+    code, _, run_id = text.strip().partition(" ")
+    if run_id != run.run_id or not code.lstrip("-").isdigit():
+        return None
+    return int(code), time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(mtime))

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
 
-from orchestra.backends.base import EXIT_MARKER, JobEvent, JobRun
+from orchestra.backends.base import EXIT_MARKER, JobEvent, JobRun, read_exit_marker
 from orchestra.fsutil import now_iso
 from orchestra.spec.model import ClusterSpec
 
@@ -482,16 +482,9 @@ def _processes_by_run_id(job_dirs: dict[str, str] | None = None) -> dict[str, li
 
 def _outcome_from_marker(run: JobRun) -> JobEvent:
     """The outcome the job's shell trap wrote, if it is this attempt's; else the job is lost."""
-    try:
-        text = (run.job_dir / EXIT_MARKER).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        text = ""
-    if text.endswith("\n"):
-        code, _, run_id = text.strip().partition(" ")
-        if run_id == run.run_id and code.lstrip("-").isdigit():
-            mtime = (run.job_dir / EXIT_MARKER).stat().st_mtime
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(mtime))
-            return JobEvent(run, "finished", stamp, exit_code=int(code), reason="recovered")
+    marker = read_exit_marker(run)
+    if marker is not None:
+        return JobEvent(run, "finished", marker[1], exit_code=marker[0], reason="recovered")
     return JobEvent(
         run, "lost", now_iso(), reason="the orchestra that ran it died; outcome unknown"
     )

@@ -41,7 +41,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from orchestra.backends.base import EXIT_MARKER, JobEvent, JobRun
+from orchestra.backends.base import EXIT_MARKER, JobEvent, JobRun, read_exit_marker
 from orchestra.backends.local import LOG_FILE, job_environment
 from orchestra.backends.templating import sandboxed_environment
 from orchestra.errors import FatalError
@@ -560,22 +560,6 @@ def _read_indexes(directory: Path) -> dict[str, tuple[str, int]]:
     return found
 
 
-def _read_marker(run: JobRun) -> tuple[int, float] | None:
-    """(exit code, when) from the job's exit marker, if it is this attempt's."""
-    path = run.job_dir / EXIT_MARKER
-    try:
-        text = path.read_text(encoding="utf-8")
-        mtime = path.stat().st_mtime
-    except (OSError, UnicodeDecodeError):
-        return None
-    if not text.endswith("\n"):
-        return None
-    code, _, run_id = text.strip().partition(" ")
-    if run_id != run.run_id or not code.lstrip("-").isdigit():
-        return None
-    return int(code), mtime
-
-
 def _exit_code(status: int | None) -> int | None:
     """A wait status as a shell reports it: the exit code, or 128 + the signal."""
     if status is None:
@@ -602,12 +586,11 @@ def _outcome(
         reason = f"DeadlineExceeded: still running after its timeout ({timeout} s)"
     elif state == "OUT_OF_MEMORY":
         reason = "OOMKilled"
-    marker = _read_marker(run)
+    marker = read_exit_marker(run)
     if marker is not None and state not in _LOST:
-        marked, mtime = marker
+        marked, stamp = marker
         if state == "TIMEOUT" and marked == 0:
             marked = 124
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(mtime))
         return JobEvent(run, "finished", stamp, exit_code=marked, node=node, reason=reason)
     if marker_only:
         return None
