@@ -76,3 +76,28 @@ def write_json(path: Path | None, figures: dict[str, Any]) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+NOOP_EXEC = "true %DATA %IN %OUT"
+
+
+def timed_noop_apply(root: Path, jobs: int, env: dict[str, str] | None = None) -> float:
+    """Wall seconds of ``orchestra apply`` of one task of ``jobs`` no-op jobs written into
+    ``root`` (which must not exist yet); stops the benchmark unless every job ended done."""
+    root.mkdir()
+    write_repo(root, 1, jobs, NOOP_EXEC)
+    seconds, _rss = run_timed([ORCHESTRA, "apply"], root, env=env)
+    status = json.loads(
+        subprocess.run(
+            [ORCHESTRA, "status", "user.bench.task0000", "--format", "json"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        ).stdout
+    )
+    done = status["counts"].get("done", 0)
+    if done != jobs:
+        raise SystemExit(f"orchestra ran {done} jobs out of {jobs}: {status['counts']}")
+    return seconds

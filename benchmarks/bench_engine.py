@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ORCHESTRA, machine, run_timed, write_json, write_repo
+from _common import ORCHESTRA, machine, run_timed, timed_noop_apply, write_json, write_repo
 
 
 def bench_dispatch(jobs: int, where: str | None, repeat: int = 3) -> dict[str, Any]:
@@ -64,21 +64,7 @@ def bench_dispatch(jobs: int, where: str | None, repeat: int = 3) -> dict[str, A
         env = {**os.environ, "ORCHESTRA_USER": "bench"}
         same_runs = []
         for index in range(repeat):
-            root = base / f"r{index}"
-            root.mkdir()
-            write_repo(root, 1, jobs, "true %DATA %IN %OUT")
-            seconds, _rss = run_timed([ORCHESTRA, "apply"], root, env=env)
-            orchestra_runs.append(seconds)
-            status = json.loads(
-                subprocess.run(
-                    [ORCHESTRA, "status", "user.bench.task0000", "--format", "json"],
-                    cwd=root,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                ).stdout
-            )
-            assert status["counts"]["done"] == jobs, status["counts"]
+            orchestra_runs.append(timed_noop_apply(base / f"r{index}", jobs, env))
             xargs, _ = run_timed(
                 ["xargs", "-a", str(commands), "-P2", "-d", "\n", "-n1", "sh", "-c"], base
             )

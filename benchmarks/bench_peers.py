@@ -46,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BIN, ORCHESTRA, machine, run_timed, write_json, write_repo
+from _common import BIN, ORCHESTRA, machine, run_timed, timed_noop_apply, write_json
 
 TOOLS = ("xargs", "parallel", "snakemake", "orchestra")
 TUTORIAL = Path(__file__).resolve().parent.parent / "examples" / "tasks" / "tutorial"
@@ -185,20 +185,7 @@ def bench_noop(
 
         def orchestra(index: int) -> float:
             root = base / f"orchestra{index}"
-            root.mkdir()
-            write_repo(root, 1, jobs, "true %DATA %IN %OUT")
-            seconds, _rss = run_timed([ORCHESTRA, "apply"], root, env=env)
-            status = json.loads(
-                subprocess.run(
-                    [ORCHESTRA, "status", "user.bench.task0000", "--format", "json"],
-                    cwd=root,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    env=env,
-                ).stdout
-            )
-            check("orchestra", status["counts"].get("done", 0), jobs)
+            seconds = timed_noop_apply(root, jobs, env)
             shutil.rmtree(root)
             return seconds
 
