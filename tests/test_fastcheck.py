@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,62 +135,61 @@ def test_a_cached_check_imports_neither_fastjsonschema_nor_jsonschema(tmp_path: 
     assert len(list(tmp_path.glob("schema-code-*-task.*.marshal"))) == 1
 
 
+@pytest.fixture
+def cached_task_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private cache in ``tmp_path`` holding the compiled Task check (its path yielded);
+    the process's compiled checks are forgotten before and after."""
+    monkeypatch.setenv("ORCHESTRA_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("ORCHESTRA_NO_CACHE", raising=False)
+    fastcheck._compiled.cache_clear()
+    try:
+        assert fastcheck.accepts("Task", BASE[2])
+        (cached,) = tmp_path.glob("schema-code-*-task.*.marshal")
+        yield cached
+    finally:
+        tmp_path.chmod(0o755)
+        fastcheck._compiled.cache_clear()
+
+
 def test_a_damaged_cache_is_made_again_and_without_a_check_jsonschema_decides(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cached_task_check: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from orchestra.spec.loader import load_text
     from orchestra.spec.schema import check_document
 
-    monkeypatch.setenv("ORCHESTRA_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("ORCHESTRA_NO_CACHE", raising=False)
+    cached = cached_task_check
+    cached.write_bytes(b"this is not a code object")
     fastcheck._compiled.cache_clear()
-    try:
-        assert fastcheck.accepts("Task", BASE[2])
-        (cached,) = tmp_path.glob("schema-code-*-task.*.marshal")
-        cached.write_bytes(b"this is not a code object")
-        fastcheck._compiled.cache_clear()
-        assert fastcheck.accepts("Task", BASE[2])  # made again
-        assert cached.read_bytes() != b"this is not a code object"
-        # no compiled check at all (fastjsonschema missing, say): jsonschema decides alone
-        cached.unlink()
-        monkeypatch.setattr(fastcheck, "_generate", lambda raw: None)
-        fastcheck._compiled.cache_clear()
-        assert not fastcheck.accepts("Task", BASE[2])
-        (good,) = load_text(yaml.safe_dump(BASE[2]), "t.yaml").documents
-        assert check_document(good) == []
-        bad = {**BASE[2], "spec": {**BASE[2]["spec"], "testJobs": -1}}
-        (document,) = load_text(yaml.safe_dump(bad), "t.yaml").documents
-        assert [d.message for d in check_document(document)] == ["must be at least 1; got -1"]
-    finally:
-        fastcheck._compiled.cache_clear()
+    assert fastcheck.accepts("Task", BASE[2])  # made again
+    assert cached.read_bytes() != b"this is not a code object"
+    # no compiled check at all (fastjsonschema missing, say): jsonschema decides alone
+    cached.unlink()
+    monkeypatch.setattr(fastcheck, "_generate", lambda raw: None)
+    fastcheck._compiled.cache_clear()
+    assert not fastcheck.accepts("Task", BASE[2])
+    (good,) = load_text(yaml.safe_dump(BASE[2]), "t.yaml").documents
+    assert check_document(good) == []
+    bad = {**BASE[2], "spec": {**BASE[2]["spec"], "testJobs": -1}}
+    (document,) = load_text(yaml.safe_dump(bad), "t.yaml").documents
+    assert [d.message for d in check_document(document)] == ["must be at least 1; got -1"]
 
 
-def test_cached_code_others_can_write_is_never_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cached_code_others_can_write_is_never_run(cached_task_check: Path) -> None:
     import marshal
 
-    monkeypatch.setenv("ORCHESTRA_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("ORCHESTRA_NO_CACHE", raising=False)
+    cached = cached_task_check
+    # planted code that would accept anything
+    planted = compile("def validate(data, **kwargs):\n    return data\n", "x", "exec")
+    cached.write_bytes(marshal.dumps(planted))
+    cached.chmod(0o644)
     fastcheck._compiled.cache_clear()
-    try:
-        assert fastcheck.accepts("Task", BASE[2])
-        (cached,) = tmp_path.glob("schema-code-*-task.*.marshal")
-        # planted code that would accept anything, in a cache others may write
-        planted = compile("def validate(data, **kwargs):\n    return data\n", "x", "exec")
-        cached.write_bytes(marshal.dumps(planted))
-        cached.chmod(0o644)
-        fastcheck._compiled.cache_clear()
-        assert fastcheck.accepts("Task", {"kind": "Task"})  # control: a private cache is run
-        cached.write_bytes(marshal.dumps(planted))
-        cached.chmod(0o666)
-        fastcheck._compiled.cache_clear()
-        assert not fastcheck.accepts("Task", {"kind": "Task"})  # not run: made afresh
-        cached.write_bytes(marshal.dumps(planted))
-        cached.chmod(0o644)
-        tmp_path.chmod(0o777)
-        fastcheck._compiled.cache_clear()
-        assert not fastcheck.accepts("Task", {"kind": "Task"})
-    finally:
-        tmp_path.chmod(0o755)
-        fastcheck._compiled.cache_clear()
+    assert fastcheck.accepts("Task", {"kind": "Task"})  # control: a private cache is run
+    cached.write_bytes(marshal.dumps(planted))
+    cached.chmod(0o666)  # in a cache others may write
+    fastcheck._compiled.cache_clear()
+    assert not fastcheck.accepts("Task", {"kind": "Task"})  # not run: made afresh
+    cached.write_bytes(marshal.dumps(planted))
+    cached.chmod(0o644)
+    cached.parent.chmod(0o777)  # in a directory others may write
+    fastcheck._compiled.cache_clear()
+    assert not fastcheck.accepts("Task", {"kind": "Task"})
