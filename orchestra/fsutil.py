@@ -72,3 +72,12 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def resolved_outside(path: str | Path, root: str | Path) -> str | None:
+    """Where ``path`` really is (symlinks followed) when that is outside ``root``; None when
+    it is ``root`` or inside it."""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    if real == real_root or real.startswith(real_root + os.sep):
+        return None
+    return real

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from orchestra.errors import FatalError
+from orchestra.fsutil import resolved_outside
 from orchestra.plan.hashing import HashCache
 from orchestra.spec.model import ClusterSpec, SpecSet, TaskSpec
 
@@ -166,8 +167,8 @@ def list_configs(configs_path: Path, files: str | None = None) -> list[str]:
     if files is not None:
         for entry in entries:
             if entry.is_symlink() and not entry.name.startswith(".") and entry.is_file():
-                real = os.path.realpath(entry.path)
-                if not real.startswith(os.path.realpath(files) + os.sep):
+                real = resolved_outside(entry.path, files)
+                if real is not None:
                     raise FatalError(
                         f"config {entry.path!r} is a symlink to {real!r}, outside {files!r}",
                         hint="a job may only read its owner's files: copy the file instead",

@@ -8,6 +8,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from orchestra.fsutil import resolved_outside
 from orchestra.spec.diagnostics import Diagnostic, json_path
 from orchestra.spec.discover import SpecFile
 from orchestra.spec.loader import Document
@@ -243,17 +244,17 @@ def _dataset_on_disk(
     shown = f"{files}/{dataset.path}"
     if not files.is_dir():
         return f"{str(files)!r} does not exist on cluster {cluster.name!r}"
-    real_files = os.path.realpath(files)
-    real_target = os.path.realpath(target)
-    if real_target != real_files and not real_target.startswith(real_files + os.sep):
+    outside = resolved_outside(target, files)
+    if outside is not None:
         return (
-            f"{shown!r} resolves to {real_target!r}, outside {dataset.owner}'s files "
+            f"{shown!r} resolves to {outside!r}, outside {dataset.owner}'s files "
             "(a symlink may not leave <storage>/<owner>/files/)"
         )
-    if not os.path.exists(real_target):
+    # exists/isdir/isfile follow symlinks, to the target now known to be inside
+    if not os.path.exists(target):
         return f"{shown!r} does not exist on cluster {cluster.name!r}"
-    if need_directory and not os.path.isdir(real_target):
+    if need_directory and not os.path.isdir(target):
         return f"{shown!r} is a file; configs needs a directory (one job per file in it)"
-    if not need_directory and not (os.path.isfile(real_target) or os.path.isdir(real_target)):
+    if not need_directory and not (os.path.isfile(target) or os.path.isdir(target)):
         return f"{shown!r} is neither a regular file nor a directory"
     return None
