@@ -6,26 +6,32 @@ import contextlib
 import gc
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: str | bytes, *, fsync: bool = True) -> None:
+def atomic_write(
+    path: Path, data: str | bytes | Sequence[bytes | memoryview], *, fsync: bool = True
+) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new file, never a torn
-    one: write a temporary file beside it, fsync it, rename it over ``path``.
+    one: write a temporary file beside it, fsync it, rename it over ``path``. ``data`` may be a
+    sequence of chunks, written one after the other (a large one is not copied to join them).
 
     On failure (disk full, read-only storage) the previous file is left intact and the
     ``OSError`` propagates."""
-    payload = data.encode("utf-8") if isinstance(data, str) else data
+    chunks = [data.encode("utf-8")] if isinstance(data, str) else data
+    if isinstance(chunks, bytes | memoryview):
+        chunks = [chunks]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            view = memoryview(payload)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
             if fsync:
                 os.fsync(fd)
         finally:

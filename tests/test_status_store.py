@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestra.status.model import JOB_COLUMNS, TaskRecord
+from orchestra.status.model import JOB_COLUMNS, JobRecord, TaskRecord
 from orchestra.status.store import TaskStore, read_snapshot
 
 
@@ -38,7 +38,6 @@ def test_snapshot_is_yaml_and_equals_the_replayed_log(tmp_path: Path) -> None:
         "state": "done",
         "attempts": 1,
         "exitCode": 0,
-        "log": "jobs/j1/log",
     }
     assert jobs['we"ird: #name']["reason"] == "a\nb"
     assert data["counts"]["pending"] == 4 and data["counts"]["failed"] == 1
@@ -78,27 +77,6 @@ def test_a_torn_last_line_is_ignored_and_cut_by_the_next_writer(tmp_path: Path) 
     assert all(line.startswith(b"{") for line in events.read_bytes().splitlines())
     reloaded = TaskStore(tmp_path / "task").load()
     assert reloaded is not None and reloaded.jobs["j0"].state == "done"
-
-
-def test_snapshot_reserialises_only_changed_jobs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from orchestra.status.model import JobRecord
-
-    store = _store_with_jobs(tmp_path, 1000)
-    store.snapshot()
-    serialised: list[str] = []
-    original = JobRecord.line
-
-    def counting(job: JobRecord) -> str:
-        serialised.append(job.name)
-        return original(job)
-
-    monkeypatch.setattr(JobRecord, "line", counting)
-    store.append({"ev": "job", "job": "j7", "state": "done"})
-    store.snapshot()
-    assert serialised == ["j7"]  # not the 1000
-    store.close()
 
 
 def test_a_failed_snapshot_keeps_the_previous_one(
@@ -147,6 +125,16 @@ def test_snapshots_in_other_layouts_are_read_by_field_name(tmp_path: Path) -> No
         "failed",
         3,
     )
+    # rows with the derived log column last, as the first version of jobColumns wrote them
+    path.write_text(
+        header + f"jobColumns: {json.dumps([*JOB_COLUMNS, 'log'])}\n"
+        'jobs: [\n  ["j0", "done", 1, 0, null, null, "j0.json", false, "d", null, null, null, '
+        'null, null, false, "jobs/j0/log"]\n  ]\n'
+    )
+    record, _ = read_snapshot(path)
+    assert record is not None and record.jobs["j0"] == JobRecord(
+        "j0", "done", 1, 0, config="j0.json", digest="d"
+    )
     # a mapping where the current layout expects a row is not taken apart as a sequence
     path.write_text(
         header + f"jobColumns: {json.dumps(list(JOB_COLUMNS))}\n"
@@ -159,35 +147,69 @@ def test_snapshots_in_other_layouts_are_read_by_field_name(tmp_path: Path) -> No
     assert read_snapshot(path) == (None, 0)
 
 
-def test_job_lines_are_exactly_json(tmp_path: Path) -> None:
-    import json
+def _tricky_jobs() -> list[JobRecord]:
+    return [
+        JobRecord(
+            'we"ird: #name\\',
+            config="a b'c\u00e9\n.json",
+            test=True,
+            digest="ab",
+            state="failed",
+            attempts=3,
+            exit_code=-1,
+            started="2026",
+            finished="2027",
+            run_id="r",
+            pid=7,
+            node="n\t",
+            reason="line1\nline2 \u2028 \x85 del:\x7f],[",
+            warning="w",
+            orphan=True,
+        ),
+        JobRecord("plain"),
+        JobRecord("row],[in a name", reason="],[", node="\ud800"),  # a lone surrogate
+        JobRecord("huge", exit_code=2**70, pid=-(2**63) - 1),
+        JobRecord("ascii", reason='ctl \x00\x01\x1f / \\ " ok'),
+    ]
 
-    from orchestra.status.model import JOB_COLUMNS, JobRecord
 
-    tricky = JobRecord(
-        'we"ird: #name\\',
-        config="a b'c\u00e9\n.json",
-        test=True,
-        digest="ab",
-        state="failed",
-        attempts=3,
-        exit_code=-1,
-        started="2026",
-        finished="2027",
-        run_id="r",
-        pid=7,
-        node="n\t",
-        reason="line1\nline2 \u2028",
-        warning="w",
-        orphan=True,
-    )
-    for job in (tricky, JobRecord("plain")):
-        line = job.line()
-        expected = [*job.row()[:-1], f"jobs/{job.name}/log"]
-        assert len(expected) == len(JOB_COLUMNS) and expected[0] == job.name
-        assert json.loads(line) == expected
-        assert yaml.safe_load("jobs: [\n  " + line + "\n  ]\n") == {"jobs": [expected]}
-        assert JobRecord(*expected[:-1]) == job
+@pytest.mark.parametrize("with_orjson", [True, False], ids=["orjson", "json-module"])
+def test_job_rows_are_json_and_yaml_on_one_line_each(
+    monkeypatch: pytest.MonkeyPatch, with_orjson: bool
+) -> None:
+    from orchestra.status import model
+
+    if not with_orjson:
+        monkeypatch.setattr(model, "orjson", None)
+    jobs = _tricky_jobs()
+    # each alone, and all together: the values of any row may make the whole array unsafe to
+    # cut at "],[", then the rows are encoded one by one
+    for batch in [[job] for job in jobs] + [jobs, jobs[1:2] * 3 + jobs[4:]]:
+        data = model.encode_jobs(batch)
+        assert data.isascii() and b"\x7f" not in data  # YAML refuses DEL raw
+        lines = data.split(b"\n")
+        assert len(lines) == len(batch)  # one row per line
+        expected = [list(job.row()) for job in batch]
+        assert len(expected[0]) == len(JOB_COLUMNS) and expected[0][0] == batch[0].name
+        assert json.loads(data) == expected
+        text = "jobs: [\n  " + data[1:-1].decode() + "\n  ]\n"
+        assert yaml.safe_load(text) == {"jobs": expected}
+        assert [JobRecord(*row) for row in json.loads(data)] == batch
+
+
+def test_rows_are_the_same_bytes_with_and_without_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestra.status import model
+
+    jobs = [_tricky_jobs()[i] for i in (1, 4)] * 50
+
+    def one_by_one(row: object) -> bytes:
+        raise AssertionError("plain rows are encoded all at once")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(model, "_row_json", one_by_one)
+        fast = model.encode_jobs(jobs)
+    monkeypatch.setattr(model, "orjson", None)
+    assert model.encode_jobs(jobs) == fast
 
 
 def test_a_snapshot_behind_its_log_is_rewritten_by_the_next_apply(tmp_path: Path) -> None:
