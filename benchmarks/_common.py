@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import platform
@@ -14,13 +15,24 @@ from typing import Any
 
 BIN = Path(sys.executable).parent
 ORCHESTRA = str(BIN / "orchestra")
+PACKAGE = Path(__file__).resolve().parent.parent / "orchestra"
+
+
+def compile_orchestra() -> None:
+    """Compile orchestra's modules to bytecode, as ``pip install`` does for an installed
+    orchestra. An editable install compiles them at first import, or, when
+    PYTHONDONTWRITEBYTECODE is set (it is on these machines), at every start: ~40 ms more
+    on each command measured, which no user of an installed orchestra pays."""
+    compileall.compile_dir(PACKAGE, quiet=1)
 
 
 def machine() -> dict[str, Any]:
+    compile_orchestra()  # every benchmark records the machine before it measures
     return {
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "bytecode": "compiled (as installed by pip)",
     }
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ from orchestra.spec.validcache import CACHE_FILE as VALID_FILE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ORCHESTRA, write_json
+from _common import ORCHESTRA, machine, write_json
 
 CLUSTER = """\
 apiVersion: orchestra/v1
@@ -122,6 +121,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
+    machine_figures = machine()  # compiles orchestra to bytecode first
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -181,11 +181,7 @@ def main() -> int:
 
     base = startup["python -c pass"]
     figures = {
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine_figures,
         "tasks": args.tasks,
         "validate_seconds": round(many["validate"], 3),
         "validate_warm_seconds": round(many["validate_warm"], 3),

@@ -50,6 +50,11 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
 }
 
 
+def _range(figures: dict[str, Any], key: str) -> str:
+    low, high = figures.get(key) or ["?", "?"]
+    return f"{low}-{high} s"
+
+
 def run_all(quick: bool, only: list[str]) -> dict[str, float]:
     OUT.mkdir(exist_ok=True)
     seconds = {}
@@ -129,7 +134,8 @@ def render(figures: dict[str, Any], quick: bool, seconds: dict[str, float]) -> s
         "seconds, are what to compare). Kubernetes figures are against the fake API server of",
         "`tests/fakes/` over real HTTP, not a live cluster. Each section shows the last run of",
         "its benchmark (`make bench` runs them all in turn; `benchmarks/report.py --only NAME`",
-        "runs one again).",
+        "runs one again). orchestra's modules are compiled to bytecode before measuring, as",
+        "`pip install` leaves them (`benchmarks/_common.compile_orchestra`).",
         "",
     ]
     if quick:
@@ -255,10 +261,12 @@ def _engine(engine: dict[str, Any] | None, goals: list[list[Any]]) -> list[str]:
     s = engine.get("snapshot")
     if s:
         lines += [
-            f"Status snapshot of one task of {s['jobs']} jobs ({s['file_mb']} MB): write "
-            f"{s['write_seconds']} s ({s['write_over_json_dump']}x a plain `json.dumps` of the "
-            f"same data), read {s['read_seconds']} s ({s['read_over_json_load']}x `json.loads`);"
-            f" peak RSS {s['write_peak_rss_mb']} / {s['read_peak_rss_mb']} MB.",
+            f"Status snapshot of one task of {s['jobs']} jobs ({s['file_mb']} MB), medians of "
+            f"{s.get('repeats', 1)} runs, each in a fresh process: write {s['write_seconds']} s"
+            f" (range {_range(s, 'write_range')}; {s['write_over_json_dump']}x a plain "
+            f"`json.dumps` of the same data as mappings), read {s['read_seconds']} s (range "
+            f"{_range(s, 'read_range')}; {s['read_over_json_load']}x `json.loads`); peak RSS "
+            f"{s['write_peak_rss_mb']} / {s['read_peak_rss_mb']} MB.",
             "",
         ]
         if s["jobs"] >= 100_000:
