@@ -97,6 +97,10 @@ def test_a_failed_snapshot_keeps_the_previous_one(
     monkeypatch.undo()
     assert (tmp_path / "task" / "status.yaml").read_text() == before
     assert not [p for p in (tmp_path / "task").iterdir() if p.name.endswith(".tmp")]
+    assert store.unsaved  # still to be written: the next snapshot, once there is room, has it
+    store.close()
+    record, _ = read_snapshot(tmp_path / "task" / "status.yaml")
+    assert record is not None and record.jobs["j0"].state == "done"
 
 
 def test_a_snapshot_edited_by_hand_is_read_with_a_yaml_parser(tmp_path: Path) -> None:

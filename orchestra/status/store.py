@@ -6,7 +6,7 @@ is a snapshot of it, written atomically (temp file, fsync, rename) at most every
 ``min_interval`` seconds, at every phase change and when the writer closes. It records how many
 bytes of the log it reflects (``eventsOffset``), so a reader loads the snapshot and replays only
 the tail. ``jobs`` is a flow sequence with one row per line, the values of a job in the order
-of ``jobColumns``: JSON, hence YAML, parsed by one ``loads``; rows rather than mappings
+of ``jobColumns``: JSON, hence YAML, parsed by one ``json.loads``; rows rather than mappings
 because a 100,000-job snapshot parses twice as fast without keys. The rows are encoded all at
 once (``encode_jobs``): at 100,000 jobs that takes less than keeping each job's line between
 snapshots and joining them would, and holds no copy of them in memory between snapshots.
@@ -192,7 +192,6 @@ class TaskStore:
 
     def _snapshot(self, record: TaskRecord) -> None:
         started = time.monotonic()
-        self._unsaved = False
         header = record.header_json()
         parts = [_HEADER, "apiVersion: orchestra/v1\n", "kind: TaskStatus\n"]
         parts += [f"{key}: {_dumps(value)}\n" for key, value in header.items()]
@@ -220,6 +219,7 @@ class TaskStore:
             self._stream.flush()
             os.fsync(self._stream.fileno())  # the snapshot never claims more than the log has
         atomic_write(self.status_path, chunks)
+        self._unsaved = False
         self._last_snapshot = time.monotonic()
         self._snapshot_cost = self._last_snapshot - started
 
