@@ -510,3 +510,92 @@ def test_a_scheduling_round_costs_the_jobs_it_launches_not_the_tasks(
     # each launch asks one task; a task is asked in vain at most when its queue holds only
     # names that are no longer pending
     assert len(asked) <= launched + len(tasks), len(asked)
+
+
+def test_whole_floats_where_integers_are_asked_for_are_used_as_integers(repo: Repo) -> None:
+    """JSON Schema counts 2.0 as an integer, so ``maxRetries: 2.0`` passes validation: it is
+    used as 2 (a float there made apply fail with an internal error, found by the fuzz test)."""
+    from orchestra.commands._common import load_specs
+
+    repo.configs({f"c{i}.txt": "ok\n" for i in range(3)})
+    task = repo.task(exec=COUNTED, timeout=30.0, maxRetries=1.0, testJobs=1.0, parallelism=2.0)
+    assert repo.orchestra("validate") == 0
+    spec = load_specs([], str(repo.root)).tasks[task]
+    values = (spec.timeout, spec.max_retries, spec.test_jobs, spec.parallelism)
+    assert values == (30, 1, 1, 2) and all(type(v) is int for v in values)
+    assert repo.orchestra("apply") == 0
+    assert repo.status(task)["phase"] == "done"
+
+
+def _plan_sees(repo: Repo) -> dict[str, object]:
+    from orchestra.commands._common import load_specs, make_full_plan
+
+    planned = make_full_plan(load_specs([], str(repo.root)))
+    (task,) = planned.desired
+    record = planned.observed[task.name]
+    return {
+        "action": planned.plan.tasks[0].action,
+        "reruns": planned.plan.tasks[0].to_rerun,
+        "jobs_rendered": "_columns" in task.__dict__,  # digests and commands were made
+        "jobs_read": record is not None and record.jobs_loaded,
+    }
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "image",
+        "exec",
+        "env",
+        "output",
+        "data",
+        "a config",
+        "jobs cache lost",
+        "jobs cache torn",
+        "jobs cache junk",
+    ],
+)
+def test_the_jobs_digest_cache_spares_the_work_and_misses_no_change(
+    repo: Repo, change: str
+) -> None:
+    """A plan of a task whose inputs did not change takes its jobs digest from the cache
+    (<storage>/.orchestra/jobs-cache.json) and neither renders nor hashes its jobs; any change
+    of what the digests are made from still shows as reruns."""
+    repo.configs({f"c{i}.txt": "ok\n" for i in range(3)})
+    task = repo.task(exec=COUNTED)
+    assert repo.orchestra("apply") == 0
+    assert _plan_sees(repo) == {
+        "action": "unchanged",
+        "reruns": 0,
+        "jobs_rendered": False,
+        "jobs_read": False,
+    }
+    cache = repo.storage / ".orchestra" / "jobs-cache.json"
+    spec = repo.tasks[task]
+    reruns = 3
+    if change == "image":
+        spec["image"] = "alice/img:2"
+    elif change == "exec":
+        spec["exec"] = COUNTED + " "
+    elif change == "env":
+        spec["env"] = {"SEED": "1"}
+    elif change == "output":
+        spec["output"] = "result"
+    elif change == "data":
+        (repo.files / "data.txt").write_text("other data\n")
+    elif change == "a config":
+        repo.configs({"c1.txt": "ok, changed\n"})
+        reruns = 1
+    elif change == "jobs cache lost":
+        cache.unlink()
+        reruns = 0
+    else:
+        cache.write_text('{"not": 1, "a": ["digest"]}' if change.endswith("junk") else "[")
+        reruns = 0
+    repo.write()
+    seen = _plan_sees(repo)
+    assert seen["reruns"] == reruns and seen["jobs_rendered"]
+    assert seen["action"] == ("update" if reruns else "unchanged")
+    assert seen["jobs_read"] == bool(reruns)
+    if not reruns:  # the cache is written again: the next plan is spared the work
+        assert _plan_sees(repo)["jobs_rendered"] is False

@@ -18,6 +18,7 @@ from orchestra.errors import FatalError
 from orchestra.fsutil import resolved_outside
 from orchestra.plan.hashing import HashCache
 from orchestra.spec.model import ClusterSpec, SpecSet, TaskSpec
+from orchestra.status.model import jobs_digest
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 _SAFE_LINES = re.compile(r"[A-Za-z0-9._-]+(?:\n[A-Za-z0-9._-]+)*")  # safe names, one a line
@@ -39,7 +40,9 @@ class DesiredJob(NamedTuple):  # a tuple: 100,000 of them are built per plan
 class DesiredTask:
     """A Task with its jobs, held as columns (job names, config files, input digests,
     commands; the first ``test_count`` are the test jobs): a plan with nothing to do only
-    compares names and digests, and never builds the 100,000 ``DesiredJob`` of :attr:`jobs`."""
+    compares names and digests, and never builds the 100,000 ``DesiredJob`` of :attr:`jobs`.
+    The digests and commands are made when first asked for: a plan whose ``jobs_digest`` came
+    from the cache (the task's inputs unchanged) and matches the snapshot never asks."""
 
     spec: TaskSpec
     cluster: ClusterSpec
@@ -49,9 +52,10 @@ class DesiredTask:
     spec_digest: str
     job_names: list[str]
     configs: list[str]
-    digests: list[str]
-    commands: list[str]
     test_count: int
+    #: digest of the jobs' (name, inputs digest) pairs, as status.yaml's ``jobsDigest``
+    jobs_digest: str
+    make_columns: Callable[[], tuple[list[str], list[str]]]  # (digests, commands)
 
     @classmethod
     def of_jobs(
@@ -63,6 +67,7 @@ class DesiredTask:
         jobs: list[DesiredJob],
     ) -> DesiredTask:
         """From DesiredJob rows (test jobs first); ``paths``: task dir, data, configs."""
+        digests, commands = [j.digest for j in jobs], [j.command for j in jobs]
         return cls(
             spec,
             cluster,
@@ -70,10 +75,22 @@ class DesiredTask:
             spec_digest,
             [j.name for j in jobs],
             [j.config for j in jobs],
-            [j.digest for j in jobs],
-            [j.command for j in jobs],
             sum(j.test for j in jobs),
+            jobs_digest((j.name, j.digest) for j in jobs),
+            lambda: (digests, commands),
         )
+
+    @cached_property
+    def _columns(self) -> tuple[list[str], list[str]]:
+        return self.make_columns()
+
+    @property
+    def digests(self) -> list[str]:
+        return self._columns[0]
+
+    @property
+    def commands(self) -> list[str]:
+        return self._columns[1]
 
     @cached_property
     def jobs(self) -> list[DesiredJob]:
@@ -198,6 +215,11 @@ class _Listing(NamedTuple):
     files: list[str]  # the config files, sorted
     job_names: list[str]
     digests: list[str]  # of their contents
+    key: str  # digest of the three, for the inputs key of the tasks that use the listing
+
+
+# Changes when the way job digests are computed changes: the cached jobs digests go stale.
+_DIGESTS_VERSION = "1"
 
 
 def _expand_task(
@@ -225,39 +247,50 @@ def _expand_task(
     if listing is None:
         config_files = list_configs(Path(configs_path), files)
         names = job_names(config_files)
+        job_list = [names[config] for config in config_files]
+        digests = cache.path_digests([f"{configs_path}/{config}" for config in config_files])
+        key = json.dumps([config_files, job_list, digests])
         listing = listings[configs_path] = _Listing(
-            config_files,
-            [names[config] for config in config_files],
-            cache.path_digests([f"{configs_path}/{config}" for config in config_files]),
+            config_files, job_list, digests, hashlib.sha256(key.encode()).hexdigest()
         )
-    config_files, job_list, config_digests = listing
-    test_count = 0 if spec.bypass else spec.test_jobs
-    quote = shlex.quote
-    quoted_data = quote(as_seen(data_path))
+    config_files, job_list, config_digests, listing_key = listing
+    quoted_data = shlex.quote(as_seen(data_path))
     seen_configs = as_seen(configs_path) + "/"
-    configs_plain = not _needs_quotes(seen_configs)
     seen_jobs = as_seen(directory) + f"/{JOBS_DIR}/"
-    outputs_plain = not _needs_quotes(seen_jobs) and not _needs_quotes(spec.output)
-    output = "/" + spec.output
-    render = compile_template(spec.exec)
-    head = spec.image + "\n"
-    tail = f"\n{env}\n{data_digest}\n"
-    # Column by column, each a comprehension or a map over C functions: a no-op plan of
-    # 100,000 jobs spends most of its time here.
-    if configs_plain and not _needs_quotes("".join(config_files)):
-        quoted_configs = [seen_configs + config for config in config_files]
-    else:
-        quoted_configs = [quote(seen_configs + config) for config in config_files]
-    quoted_outputs = [seen_jobs + name + output for name in job_list]
-    if not outputs_plain:
-        quoted_outputs = [quote(path) for path in quoted_outputs]
-    commands = list(map(render, repeat(quoted_data), quoted_configs, quoted_outputs))
-    sha256 = hashlib.sha256
-    digests = [
-        sha256((head + command + tail + config_digest).encode()).hexdigest()
-        for command, config_digest in zip(commands, config_digests, strict=True)
-    ]
-    return DesiredTask(
+    # Everything the jobs' digests (and names) are computed from, below: the same key, the
+    # same digests, so a cached jobs digest stands for them.
+    inputs = [_DIGESTS_VERSION, spec.image, spec.exec, env, data_digest, quoted_data]
+    inputs += [seen_configs, seen_jobs, spec.output, listing_key]
+    inputs_key = hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
+
+    def columns() -> tuple[list[str], list[str]]:
+        """Each job's inputs digest and command."""
+        quote = shlex.quote
+        configs_plain = not _needs_quotes(seen_configs)
+        outputs_plain = not _needs_quotes(seen_jobs) and not _needs_quotes(spec.output)
+        output = "/" + spec.output
+        render = compile_template(spec.exec)
+        head = spec.image + "\n"
+        tail = f"\n{env}\n{data_digest}\n"
+        # Column by column, each a comprehension or a map over C functions: a plan of 100,000
+        # new jobs spends most of its time here.
+        if configs_plain and not _needs_quotes("".join(config_files)):
+            quoted_configs = [seen_configs + config for config in config_files]
+        else:
+            quoted_configs = [quote(seen_configs + config) for config in config_files]
+        quoted_outputs = [seen_jobs + name + output for name in job_list]
+        if not outputs_plain:
+            quoted_outputs = [quote(path) for path in quoted_outputs]
+        commands = list(map(render, repeat(quoted_data), quoted_configs, quoted_outputs))
+        sha256 = hashlib.sha256
+        digests = [
+            sha256((head + command + tail + config_digest).encode()).hexdigest()
+            for command, config_digest in zip(commands, config_digests, strict=True)
+        ]
+        return digests, commands
+
+    known = cache.known_jobs_digest(inputs_key)
+    task = DesiredTask(
         spec,
         cluster,
         Path(directory),
@@ -266,10 +299,14 @@ def _expand_task(
         spec_digest(spec),
         job_list,
         config_files,
-        digests,
-        commands,
-        test_count,
+        0 if spec.bypass else spec.test_jobs,
+        known or "",
+        columns,
     )
+    if known is None:
+        task.jobs_digest = jobs_digest(zip(job_list, task.digests, strict=True))
+        cache.remember_jobs_digest(inputs_key, task.jobs_digest)
+    return task
 
 
 def job_path_root(cluster: ClusterSpec) -> str:

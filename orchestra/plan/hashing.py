@@ -2,6 +2,11 @@
 
 A file whose (size, mtime, inode) did not change since it was hashed is not read again. The
 cache lives in ``<storage>/.orchestra/hash-cache.json``; losing it costs only re-reading.
+
+Beside it, ``jobs-cache.json`` remembers the digest of each task's jobs (their names and input
+digests, as status.yaml's ``jobsDigest``) by a key of everything those are computed from, so
+that a plan of a task whose inputs did not change need not render and hash each of its jobs.
+Losing it costs only that work.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from orchestra.fsutil import atomic_write
 
 CACHE_DIR = ".orchestra"
 CACHE_FILE = "hash-cache.json"
+JOBS_CACHE_FILE = "jobs-cache.json"
+JOBS_CACHE_SIZE = 20_000  # tasks remembered; the oldest are forgotten first
 _CHUNK = 1 << 20
 
 
@@ -30,6 +37,29 @@ class HashCache:
                 self._entries = loaded
         except (OSError, ValueError):
             pass
+        self._jobs: dict[str, str] | None = None  # inputs key -> jobs digest, read when asked
+        self._jobs_changed = False
+
+    def known_jobs_digest(self, key: str) -> str | None:
+        """The jobs digest remembered for a task whose inputs have this key."""
+        if self._jobs is None:
+            self._jobs = {}
+            try:
+                loaded = json.loads((self.path.parent / JOBS_CACHE_FILE).read_text("utf-8"))
+                if isinstance(loaded, dict):
+                    self._jobs = {k: v for k, v in loaded.items() if isinstance(v, str)}
+            except (OSError, ValueError):
+                pass
+        return self._jobs.get(key)
+
+    def remember_jobs_digest(self, key: str, digest: str) -> None:
+        if self._jobs is None:
+            self.known_jobs_digest(key)
+        assert self._jobs is not None
+        if self._jobs.get(key) != digest:
+            self._jobs.pop(key, None)
+            self._jobs[key] = digest
+            self._jobs_changed = True
 
     def file_digest(self, path: Path) -> str:
         """sha256 of a regular file's content (symlinks followed)."""
@@ -81,11 +111,17 @@ class HashCache:
         return digest.hexdigest()
 
     def save(self) -> None:
-        if not self._changed:
+        if not self._changed and not self._jobs_changed:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.path, json.dumps(self._entries, separators=(",", ":")), fsync=False)
+            if self._changed:
+                text = json.dumps(self._entries, separators=(",", ":"))
+                atomic_write(self.path, text, fsync=False)
+            if self._jobs_changed and self._jobs is not None:
+                kept = dict(list(self._jobs.items())[-JOBS_CACHE_SIZE:])
+                text = json.dumps(kept, separators=(",", ":"))
+                atomic_write(self.path.parent / JOBS_CACHE_FILE, text, fsync=False)
         except OSError:
             pass  # a cache that cannot be written only costs re-reading next time
-        self._changed = False
+        self._changed = self._jobs_changed = False

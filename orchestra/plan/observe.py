@@ -8,7 +8,7 @@ from pathlib import Path
 
 from orchestra.plan.desired import DesiredTask
 from orchestra.spec.model import SpecSet
-from orchestra.status.model import TaskRecord, jobs_digest
+from orchestra.status.model import TaskRecord
 from orchestra.status.store import EVENTS_FILE, STATUS_FILE, TaskStore
 
 
@@ -28,7 +28,7 @@ def observe(desired: list[DesiredTask]) -> dict[str, TaskRecord | None]:
     for task in desired:
         store = TaskStore(task.task_dir)
         summary = store.load_summary()
-        wanted = jobs_digest(zip(task.job_names, task.digests, strict=True))
+        wanted = task.jobs_digest
         relaunch = summary is not None and summary.phase == "killed"
         relaunch = relaunch and summary is not None and summary.spec_digest != task.spec_digest
         if summary is not None and summary.jobs_digest == wanted and not relaunch:

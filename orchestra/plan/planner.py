@@ -91,13 +91,8 @@ class Plan:
 
 def desired_digest(desired: Sequence[DesiredTask]) -> str:
     digest = hashlib.sha256()
-    for task in desired:
-        digest.update(f"{task.name}\0{task.spec_digest}\0".encode())
-        digest.update(
-            "".join(
-                [f"{n}\0{d}\0" for n, d in zip(task.job_names, task.digests, strict=True)]
-            ).encode()
-        )
+    for task in desired:  # a task's jobs digest covers its jobs' names and input digests
+        digest.update(f"{task.name}\0{task.spec_digest}\0{task.jobs_digest}\0".encode())
     return digest.hexdigest()
 
 

@@ -112,10 +112,18 @@ _DURATION = re.compile(r"([0-9]+)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def duration_seconds(value: int | str | None) -> int | None:
+def _whole(value: Any) -> Any:
+    """An integer field's value: JSON Schema counts ``2.0`` as an integer, so the YAML float
+    ``2.0`` passes the schema where an integer is asked for; it is used as ``2``."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def duration_seconds(value: int | float | str | None) -> int | None:
     """Seconds of a schema-valid duration: ``90``, ``'90s'``, ``'1h30m'``; None stays None."""
-    if value is None or isinstance(value, int):
-        return value
+    if value is None:
+        return None
+    if isinstance(value, int | float):  # a float only when whole (the schema checked)
+        return int(value)
     return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(value))
 
 
@@ -140,10 +148,10 @@ def cluster_from(doc: Document, base_dir: Path) -> ClusterSpec:
             mount_path=kube.get("mountPath", str(storage)),
             context=kube.get("context"),
             templates=(base_dir / templates) if templates else None,
-            ttl_seconds_after_finished=kube.get("ttlSecondsAfterFinished", 86400),
-            active_deadline_seconds=kube.get("activeDeadlineSeconds"),
+            ttl_seconds_after_finished=_whole(kube.get("ttlSecondsAfterFinished", 86400)),
+            active_deadline_seconds=_whole(kube.get("activeDeadlineSeconds")),
             qps=kube.get("qps", 20.0),
-            burst=kube.get("burst", 30),
+            burst=_whole(kube.get("burst", 30)),
         )
     slurm = spec.get("slurm") or {}
     slurm_templates = slurm.get("templates")
@@ -151,14 +159,14 @@ def cluster_from(doc: Document, base_dir: Path) -> ClusterSpec:
         name=data["metadata"]["name"],
         backend=spec["backend"],
         storage=Path(os.path.normpath(storage)),
-        max_parallel=spec.get("maxParallel"),
+        max_parallel=_whole(spec.get("maxParallel")),
         kubernetes=kubernetes,
         slurm=SlurmSettings(
             partition=slurm.get("partition"),
-            array_limit=slurm.get("arrayLimit", DEFAULT_ARRAY_LIMIT),
+            array_limit=_whole(slurm.get("arrayLimit", DEFAULT_ARRAY_LIMIT)),
             account=slurm.get("account"),
             container_runtime=slurm.get("containerRuntime"),
-            max_array_size=slurm.get("maxArraySize"),
+            max_array_size=_whole(slurm.get("maxArraySize")),
             templates=(base_dir / slurm_templates) if slurm_templates else None,
         ),
         doc=doc,
@@ -184,13 +192,13 @@ def task_from(doc: Document) -> TaskSpec:
         output=spec["output"],
         exec=spec["exec"],
         bypass=spec.get("bypass", False),
-        test_jobs=spec.get("testJobs", DEFAULT_TEST_JOBS),
-        max_retries=spec.get("maxRetries", DEFAULT_MAX_RETRIES),
-        parallelism=spec.get("parallelism"),
+        test_jobs=_whole(spec.get("testJobs", DEFAULT_TEST_JOBS)),
+        max_retries=_whole(spec.get("maxRetries", DEFAULT_MAX_RETRIES)),
+        parallelism=_whole(spec.get("parallelism")),
         resources=Resources(
             cpu=resources.get("cpu"),
-            memory=resources.get("memory"),
-            gpu=resources.get("gpu", 0),
+            memory=_whole(resources.get("memory")),
+            gpu=_whole(resources.get("gpu", 0)),
         ),
         env=dict(spec.get("env") or {}),
         doc=doc,
