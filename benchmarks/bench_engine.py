@@ -33,7 +33,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ORCHESTRA, machine, run_timed, timed_noop_apply, write_json, write_repo
+from _common import (
+    ORCHESTRA,
+    machine,
+    measured,
+    run_timed,
+    timed_noop_apply,
+    write_json,
+    write_repo,
+)
 
 
 def bench_dispatch(jobs: int, where: str | None, repeat: int = 3) -> dict[str, Any]:
@@ -88,7 +96,10 @@ def bench_dispatch(jobs: int, where: str | None, repeat: int = 3) -> dict[str, A
     }
 
 
-def bench_noop_plan(tasks: int, jobs: int) -> dict[str, Any]:
+def bench_noop_plan(tasks: int, jobs: int, repeat: int = 5) -> dict[str, Any]:
+    """Medians of ``repeat`` interleaved runs: the plan (its caches warm, as the apply that
+    made the state leaves them), ``validate`` of the same specs, and the plan without the
+    jobs-digest cache (every job rendered and hashed)."""
     from orchestra.plan.desired import expand
     from orchestra.spec.checker import validate_paths
     from orchestra.status.model import JobRecord, TaskRecord
@@ -116,16 +127,31 @@ def bench_noop_plan(tasks: int, jobs: int) -> dict[str, Any]:
             store.open(record)
             store.append({"ev": "task", "phase": "done"})
             store.close()
-        run_timed([ORCHESTRA, "plan"], root)  # warm the hash cache and the page cache
-        plan, plan_rss = run_timed([ORCHESTRA, "plan", "--detailed-exitcode"], root)
-        validate, _ = run_timed([ORCHESTRA, "validate"], root)
+        run_timed([ORCHESTRA, "plan"], root)  # warm the caches, as the apply before it did
+        jobs_cache = root / "storage" / ".orchestra" / "jobs-cache.json"
+        plan = [ORCHESTRA, "plan", "--detailed-exitcode"]
+        runs: dict[str, list[float]] = {"plan": [], "validate": [], "cold": []}
+        for _ in range(repeat):  # interleaved: the machine's speed drifts
+            runs["plan"].append(run_timed(plan, root)[0])
+            runs["validate"].append(run_timed([ORCHESTRA, "validate"], root)[0])
+            jobs_cache.unlink()  # every job rendered and hashed (then cached again)
+            runs["cold"].append(run_timed(plan, root)[0])
+        # each command's own peak, by GNU time (ru_maxrss of children is their maximum)
+        plan_rss = measured(plan, root)[1]
+        jobs_cache.unlink()
+        cold_rss = measured(plan, root)[1]
+    median = {key: statistics.median(values) for key, values in runs.items()}
     return {
         "tasks": tasks,
         "jobs_per_task": jobs,
-        "plan_seconds": round(plan, 3),
-        "validate_seconds": round(validate, 3),
-        "plan_over_validate": round(plan / validate, 2),
-        "plan_peak_rss_mb": round(plan_rss / 1024, 1),
+        "repeats": repeat,
+        "plan_seconds": round(median["plan"], 3),
+        "plan_range": [round(min(runs["plan"]), 3), round(max(runs["plan"]), 3)],
+        "validate_seconds": round(median["validate"], 3),
+        "plan_over_validate": round(median["plan"] / median["validate"], 2),
+        "plan_peak_rss_mb": round(plan_rss, 1),
+        "cold_jobs_cache_plan_seconds": round(median["cold"], 3),
+        "cold_jobs_cache_peak_rss_mb": round(cold_rss, 1),
     }
 
 
@@ -245,7 +271,9 @@ def main() -> int:
         print(
             f"no-op plan {p['tasks']} tasks x {p['jobs_per_task']} jobs: {p['plan_seconds']} s "
             f"(validate alone {p['validate_seconds']} s, ratio {p['plan_over_validate']}x; "
-            f"peak RSS {p['plan_peak_rss_mb']} MB) (goals < 2 s, < 1 s)"
+            f"peak RSS {p['plan_peak_rss_mb']} MB; range {p['plan_range']}, medians of "
+            f"{p['repeats']}; without the jobs-digest cache {p['cold_jobs_cache_plan_seconds']} s, "
+            f"{p['cold_jobs_cache_peak_rss_mb']} MB) (goals < 2 s, < 1 s)"
         )
     if "snapshot" in parts:
         figures["snapshot"] = s = bench_snapshot(args.snapshot_jobs)

@@ -20,43 +20,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ORCHESTRA, machine, write_json, write_repo
+from _common import ORCHESTRA, machine, measured, write_json, write_repo
 
 EXEC = "true %DATA %IN %OUT"
-
-
-GNU_TIME = "/usr/bin/time"
-
-
-def measured(argv: list[str], cwd: Path, ok: tuple[int, ...] = (0,)) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of this one command. The peak comes from GNU time when
-    it is there: a child's own ``ru_maxrss`` also counts the memory of the parent it was forked
-    from, so small commands would all show the benchmark's own size."""
-    timed = os.path.exists(GNU_TIME)
-    wrapped = [GNU_TIME, "-f", "%M", *argv] if timed else argv
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        wrapped, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    _out, stderr = process.communicate()
-    elapsed = time.perf_counter() - start
-    if process.returncode not in ok:
-        raise SystemExit(f"{argv} in {cwd} failed ({process.returncode}): {stderr[-2000:]}")
-    if timed:
-        peak_kib = int(stderr.strip().splitlines()[-1])
-    else:  # pragma: no cover (a machine without GNU time)
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return elapsed, peak_kib / 1024
 
 
 def one_size(tasks: int, jobs: int, where: str | None) -> dict[str, Any]:

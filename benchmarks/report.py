@@ -245,9 +245,14 @@ def _engine(engine: dict[str, Any] | None, goals: list[list[Any]]) -> list[str]:
     p = engine.get("noop_plan")
     if p:
         lines += [
-            f"No-op plan of {p['tasks']} tasks x {p['jobs_per_task']} jobs: "
-            f"{p['plan_seconds']} s, {p['plan_over_validate']}x `orchestra validate` of the "
-            f"same specs ({p['validate_seconds']} s); peak RSS {p['plan_peak_rss_mb']} MB.",
+            f"No-op plan of {p['tasks']} tasks x {p['jobs_per_task']} jobs, median of "
+            f"{p.get('repeats', 1)} runs: {p['plan_seconds']} s (range "
+            f"{_range(p, 'plan_range')}), {p['plan_over_validate']}x `orchestra validate` of the "
+            f"same specs ({p['validate_seconds']} s); peak RSS {p['plan_peak_rss_mb']} MB. "
+            "Its caches are warm, as the apply that made the state leaves them; without the "
+            "jobs-digest cache (`<storage>/.orchestra/jobs-cache.json`), when every job is "
+            f"rendered and hashed: {p.get('cold_jobs_cache_plan_seconds', '?')} s, "
+            f"{p.get('cold_jobs_cache_peak_rss_mb', '?')} MB.",
             "",
         ]
         if p["tasks"] * p["jobs_per_task"] >= 100_000:
