@@ -289,7 +289,7 @@ def _expand_task(
         ]
         return digests, commands
 
-    known = cache.known_jobs_digest(inputs_key)
+    known = cache.known_jobs_digest(inputs_key) or None  # (an empty one is junk)
     task = DesiredTask(
         spec,
         cluster,
