@@ -18,6 +18,7 @@ import json
 import operator
 import os
 import time
+from collections.abc import Iterable
 from itertools import starmap
 from pathlib import Path
 from typing import Any
@@ -108,20 +109,12 @@ class TaskStore:
         try:
             size = self.events_path.stat().st_size
             with open(self.status_path, encoding="utf-8") as stream:
-                header: dict[str, Any] = {}
-                for line in stream:
-                    if line.startswith("jobs:"):
-                        break
-                    if line.startswith("#") or ": " not in line:
-                        continue
-                    key, _, value = line.partition(": ")
-                    if key not in ("apiVersion", "kind", "jobColumns"):
-                        header[key] = json.loads(value)
+                header = _header(stream)
         except (OSError, ValueError):
             return None
         if header.get("eventsOffset") != size or "jobsDigest" not in header or "name" not in header:
             return None
-        record = _from_mapping({k: v for k, v in header.items() if k != "jobs"})
+        record = _from_mapping(header)
         record.jobs_loaded = False
         record.summary_counts = header.get("counts")
         record.jobs_digest = header["jobsDigest"]
@@ -263,17 +256,26 @@ _COLUMNS_WITH_LOG = [*JOB_COLUMNS, "log"]  # the rows of the first version of jo
 _first = operator.itemgetter(0)  # with starmap: 2.5x a comprehension building the jobs
 
 
-def _fast_parse(text: str) -> tuple[TaskRecord, int]:
-    if text.startswith("jobs:"):
-        text = "\n" + text
-    at = text.index("\njobs:")  # ValueError without it: the YAML parser will say
+def _header(lines: Iterable[str]) -> dict[str, Any]:
+    """The snapshot's header fields, one ``key: <JSON>`` a line, up to ``jobs:``; ValueError
+    at a line that is not one (then the caller reads the file another way)."""
     header: dict[str, Any] = {}
-    for line in text[:at].split("\n"):
-        if not line or line.startswith("#"):
+    for line in lines:
+        if line.startswith("jobs:"):
+            break
+        if line.startswith("#") or not line.strip():
             continue
         key, _, value = line.partition(": ")
         if key not in ("apiVersion", "kind"):
             header[key] = json.loads(value)
+    return header
+
+
+def _fast_parse(text: str) -> tuple[TaskRecord, int]:
+    if text.startswith("jobs:"):
+        text = "\n" + text
+    at = text.index("\njobs:")  # ValueError without it: the YAML parser will say
+    header = _header(text[:at].split("\n"))
     columns = header.pop("jobColumns", None)
     record = _from_mapping(header)
     offset = int(header.get("eventsOffset", 0))
