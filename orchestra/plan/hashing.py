@@ -37,28 +37,30 @@ class HashCache:
                 self._entries = loaded
         except (OSError, ValueError):
             pass
+        self.jobs_path = self.path.parent / JOBS_CACHE_FILE
         self._jobs: dict[str, str] | None = None  # inputs key -> jobs digest, read when asked
         self._jobs_changed = False
 
-    def known_jobs_digest(self, key: str) -> str | None:
-        """The jobs digest remembered for a task whose inputs have this key."""
+    def _jobs_cache(self) -> dict[str, str]:
         if self._jobs is None:
             self._jobs = {}
             try:
-                loaded = json.loads((self.path.parent / JOBS_CACHE_FILE).read_text("utf-8"))
+                loaded = json.loads(self.jobs_path.read_text("utf-8"))
                 if isinstance(loaded, dict):
                     self._jobs = {k: v for k, v in loaded.items() if isinstance(v, str)}
             except (OSError, ValueError):
                 pass
-        return self._jobs.get(key)
+        return self._jobs
+
+    def known_jobs_digest(self, key: str) -> str | None:
+        """The jobs digest remembered for a task whose inputs have this key."""
+        return self._jobs_cache().get(key)
 
     def remember_jobs_digest(self, key: str, digest: str) -> None:
-        if self._jobs is None:
-            self.known_jobs_digest(key)
-        assert self._jobs is not None
-        if self._jobs.get(key) != digest:
-            self._jobs.pop(key, None)
-            self._jobs[key] = digest
+        jobs = self._jobs_cache()
+        if jobs.get(key) != digest:
+            jobs.pop(key, None)
+            jobs[key] = digest
             self._jobs_changed = True
 
     def file_digest(self, path: Path) -> str:
@@ -121,7 +123,7 @@ class HashCache:
             if self._jobs_changed and self._jobs is not None:
                 kept = dict(list(self._jobs.items())[-JOBS_CACHE_SIZE:])
                 text = json.dumps(kept, separators=(",", ":"))
-                atomic_write(self.path.parent / JOBS_CACHE_FILE, text, fsync=False)
+                atomic_write(self.jobs_path, text, fsync=False)
         except OSError:
             pass  # a cache that cannot be written only costs re-reading next time
         self._changed = self._jobs_changed = False
