@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from orchestra.spec.diagnostics import Diagnostic
+from orchestra.spec.diagnostics import Diagnostic, json_path
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 #: Nodes a document may expand to once aliases are followed (an alias bomb expands to billions).
@@ -38,6 +38,10 @@ _SpecLoader.add_constructor(
 )
 
 _TAG_MERGE = "tag:yaml.org,2002:merge"
+#: Keys constructed as strings: timestamps stay the strings the user wrote (see above).
+_STRING_KEY_TAGS = frozenset(
+    ("tag:yaml.org,2002:str", "tag:yaml.org,2002:timestamp", _TAG_MERGE)
+)
 
 
 @dataclass
@@ -48,6 +52,9 @@ class Document:
     index: int
     node: yaml.Node
     data: Any
+    #: a mapping key is not a string (``1:``, ``null:``, ``on:``, ``!!binary``): the loader
+    #: reported it, and the document goes no further than that report
+    bad_keys: bool = False
 
     def locate(self, path: Sequence[str | int], *, at_key: bool = False) -> tuple[int, int]:
         """Line and column (from 1) of the node at ``path``, or of its deepest existing parent.
@@ -136,14 +143,15 @@ def load_text(text: str, display: str, result: LoadResult | None = None) -> Load
     try:
         while loader.check_node():
             node = loader.get_node()
-            problem = _check_graph(node, display)
+            problem, bad_keys = _check_graph(node, display)
             if problem is not None:
                 result.diagnostics.append(problem)
             elif _is_null(node):
                 pass  # an empty document (e.g. a trailing '---') carries nothing
             else:
                 data = loader.construct_document(node)
-                result.documents.append(Document(display, index, node, data))
+                result.documents.append(Document(display, index, node, data, bool(bad_keys)))
+                result.diagnostics += _key_diagnostics(node, bad_keys, display)
             index += 1
     except yaml.MarkedYAMLError as exc:
         result.diagnostics.append(_marked_error(exc, text, display))
@@ -180,9 +188,13 @@ def _is_null(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
 
 
-def _check_graph(root: yaml.Node, display: str) -> Diagnostic | None:
-    """Reject duplicate keys, nesting deeper than MAX_DEPTH, cycles and alias bombs."""
+def _check_graph(
+    root: yaml.Node, display: str
+) -> tuple[Diagnostic | None, list[tuple[yaml.MappingNode, yaml.ScalarNode]]]:
+    """Reject duplicate keys, nesting deeper than MAX_DEPTH, cycles and alias bombs; collect
+    the (mapping, key) pairs whose key is a scalar but not a string."""
     sizes: dict[int, int] = {}
+    bad_keys: list[tuple[yaml.MappingNode, yaml.ScalarNode]] = []
     on_path: set[int] = set()
 
     def fail(node: yaml.Node, message: str) -> Diagnostic:
@@ -218,6 +230,11 @@ def _check_graph(root: yaml.Node, display: str) -> Diagnostic | None:
             on_path.add(key)
             if isinstance(node, yaml.MappingNode):
                 _check_duplicate_keys(node, fail, _Stop)
+                bad_keys.extend(
+                    (node, key)
+                    for key, _value in node.value
+                    if isinstance(key, yaml.ScalarNode) and key.tag not in _STRING_KEY_TAGS
+                )
                 children = [part for pair in node.value for part in pair]
             else:
                 children = node.value
@@ -238,8 +255,8 @@ def _check_graph(root: yaml.Node, display: str) -> Diagnostic | None:
     try:
         size(root, 0)
     except _Stop as stop:
-        return stop.diagnostic
-    return None
+        return stop.diagnostic, []
+    return None, bad_keys
 
 
 def _finite(text: str) -> bool:
@@ -262,3 +279,56 @@ def _check_duplicate_keys(node: yaml.MappingNode, fail: Any, stop: type[Exceptio
         if ident in seen:
             raise stop(fail(key, f"duplicate key {key.value!r}: each key may appear once"))
         seen.add(ident)
+
+
+def _key_diagnostics(
+    root: yaml.Node, bad_keys: list[tuple[yaml.MappingNode, yaml.ScalarNode]], display: str
+) -> list[Diagnostic]:
+    """``keys must be strings`` at each key that is not one: such a key would reach a job as
+    a variable named ``None`` or ``1``, or crash code that expects names."""
+    problems = []
+    for mapping, key in bad_keys:
+        kind = key.tag.rsplit(":", 1)[-1]
+        written = key.value
+        described = {
+            "int": f"the number {written}",
+            "float": f"the number {written}",
+            "bool": f"the boolean {written}",
+            "null": "null",
+            "binary": "binary data (!!binary)",
+        }.get(kind, f"a value tagged {key.tag}")
+        hints = ["YAML reads yes, no, on and off as booleans"] if kind == "bool" else []
+        if written and kind != "binary":
+            hints.append(f"quote it: '{written}'")
+        message = f"keys must be strings; got {described}"
+        message += f" ({'; '.join(hints)})" if hints else ""
+        mark = key.start_mark
+        path = json_path(_path_to(root, mapping) or [])
+        problems.append(
+            Diagnostic(display, mark.line + 1, mark.column + 1, path, message, "schema")
+        )
+    return problems
+
+
+def _path_to(root: yaml.Node, target: yaml.Node) -> list[str | int] | None:
+    """The data path of ``target`` in the graph under ``root`` (keys of a merged mapping
+    belong to the mapping that merges it). Only called on the error path."""
+    stack: list[tuple[yaml.Node, list[str | int]]] = [(root, [])]
+    seen: set[int] = set()
+    while stack:
+        node, path = stack.pop()
+        if node is target:
+            return path
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.tag == _TAG_MERGE:
+                    merged = value.value if isinstance(value, yaml.SequenceNode) else [value]
+                    stack.extend((item, path) for item in merged)
+                else:
+                    stack.append((value, [*path, str(key.value)]))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, [*path, index]) for index, item in enumerate(node.value))
+    return None

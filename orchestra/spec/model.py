@@ -15,6 +15,10 @@ DEFAULT_MAX_RETRIES = 2
 DEFAULT_NAMESPACE = "orchestra-{user}"
 DEFAULT_ARRAY_LIMIT = 50
 PLACEHOLDERS = ("%DATA", "%IN", "%OUT")
+#: The longest ``timeout`` (24 days): the local backend waits with poll(), whose milliseconds
+#: are a C int (2**31 - 1 ms is 24.8 days); Slurm's --time and Kubernetes'
+#: activeDeadlineSeconds hold more. The Task schema's ``maximum`` says the same.
+MAX_TIMEOUT_SECONDS = 24 * 86400
 
 #: A Dataset's or Task's name, ``user.<owner>.<name>``: the schemas' pattern. Match it with
 #: ``fullmatch`` (``$`` would let a trailing newline through).

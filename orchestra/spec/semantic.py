@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from orchestra.fsutil import resolved_outside
+from orchestra.spec import bounds
 from orchestra.spec.diagnostics import Diagnostic, json_path
 from orchestra.spec.discover import SpecFile
 from orchestra.spec.loader import Document
@@ -59,6 +60,7 @@ def check(
         problems += _check_one(item, specs)
     for task in specs.tasks.values():
         problems += _check_references(task, specs, broken)
+        problems += bounds.check_task(task, specs.clusters.get(task.cluster))
     if not offline:
         problems += _check_storage(specs, requested)
     return specs, problems
