@@ -36,9 +36,10 @@ def _corpus() -> list[dict[str, Any]]:
         for document in loaded:
             if not isinstance(document, dict) or document.get("kind") not in KINDS:
                 continue
-            try:  # JSON-like data only, as the loader hands over (no recursive aliases)
+            try:  # JSON-like data only, as the loader hands over (no recursive aliases,
+                # no keys that are not strings: the loader reports those itself)
                 json.dumps(document, default=str)
-            except (ValueError, RecursionError):
+            except (ValueError, RecursionError, TypeError):
                 continue
             documents.append(document)
     return documents

@@ -26,6 +26,9 @@ TEMPLATE = "job.yaml.j2"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
+#: An owner that is its own part of a namespace: a DNS label without '--' (which marks the
+#: hashed form of the others, see _owner_label).
+_PLAIN_OWNER = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 _ASTRAL = re.compile("([\U00010000-\U0010ffff])")
 
 
@@ -61,14 +64,32 @@ def label_value(value: str) -> str:
 
 
 def namespace(cluster: ClusterSpec, owner: str) -> str:
+    """The namespace of ``owner``'s Jobs: the Cluster's ``namespace`` with ``{user}`` replaced
+    by the owner, or, when the owner is not usable as it is, by :func:`_owner_label`. Two
+    owners never get the same namespace (unless the template has no ``{user}``)."""
     assert cluster.kubernetes is not None
-    name = cluster.kubernetes.namespace.replace("{user}", owner).lower().replace("_", "-")
+    template = cluster.kubernetes.namespace.lower().replace("_", "-")
+    name = template.replace("{user}", owner)
+    if _PLAIN_OWNER.fullmatch(owner) is None or len(name) > 63 or not _DNS_LABEL.match(name):
+        uses = template.count("{user}")
+        room = (63 - len(template) + uses * len("{user}")) // max(1, uses)
+        name = template.replace("{user}", _owner_label(owner, room))
     if len(name) > 63 or not _DNS_LABEL.match(name):
         raise FatalError(
             f"cluster {cluster.name!r}: namespace {name!r} is not a valid Kubernetes namespace "
             "(lowercase letters, digits and '-', at most 63)"
         )
     return name
+
+
+def _owner_label(owner: str, room: int) -> str:
+    """An owner that is not a plain label (it holds '_' or '--', ends in '-', or is too long)
+    as ``<readable part>--<hash of the owner>``: a plain owner never holds '--', so this never
+    equals one, and the 80-bit hash tells two of these apart. ``a-b`` stays ``a-b``; ``a_b``
+    is ``a-b--<20 hex digits>``."""
+    readable = re.sub("-{2,}", "-", _NOT_DNS.sub("-", owner)).strip("-")
+    readable = readable[: max(1, room - 22)].rstrip("-")
+    return f"{readable}--{_short_hash(owner, length=20)}"
 
 
 def task_labels(task: str, owner: str) -> dict[str, str]:

@@ -23,6 +23,10 @@ OCI_REFERENCE = re.compile(
     rf"(?P<name>(?:{_HOST}/)?{_COMPONENT}(?:/{_COMPONENT})*)(?::{_TAG})?(?:@{_DIGEST})?",
     re.ASCII,
 )
+_TIMEOUT_RANGE = (
+    f"a timeout is more than 0 and at most 24 days ({MAX_TIMEOUT_SECONDS} seconds, the longest "
+    "every backend can keep)"
+)
 #: The longest repository name a registry accepts (NameTotalLengthMax).
 MAX_IMAGE_NAME = 255
 
@@ -37,9 +41,7 @@ def check_task(task: TaskSpec, cluster: ClusterSpec | None) -> list[Diagnostic]:
                 _diag(
                     task,
                     "timeout",
-                    f"a timeout is more than 0 and at most 24 days ({MAX_TIMEOUT_SECONDS} "
-                    "seconds, the longest every backend can keep); "
-                    f"got {raw_timeout!r} ({task.timeout} seconds)",
+                    f"{_TIMEOUT_RANGE}; got {raw_timeout!r} ({task.timeout} seconds)",
                 )
             )
     size = len(task.output.encode("utf-8", "surrogatepass"))

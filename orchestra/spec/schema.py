@@ -168,7 +168,9 @@ def _convert(doc: Document, error: ValidationError) -> list[Diagnostic]:
             "maximum": f"at most {bound}",
             "exclusiveMaximum": f"less than {bound}",
         }
-        return [_diag(doc, path, f"must be {words[kind]}; got {instance}")]
+        custom = schema.get("x-range-message")  # why the bound is what it is
+        message = f"{custom}" if custom else f"must be {words[kind]}"
+        return [_diag(doc, path, f"{message}; got {instance}")]
     if kind == "minLength" and value == 1:
         return [_diag(doc, path, "must not be empty")]
     if kind == "maxLength":
