@@ -35,15 +35,13 @@ def check_task(task: TaskSpec, cluster: ClusterSpec | None) -> list[Diagnostic]:
     """Every bound ``task`` breaks; ``cluster`` is its Cluster when one is defined."""
     problems = []
     raw_timeout = task.doc.data["spec"].get("timeout")
-    if isinstance(raw_timeout, str) and task.timeout is not None:
-        if task.timeout <= 0 or task.timeout > MAX_TIMEOUT_SECONDS:
-            problems.append(
-                _diag(
-                    task,
-                    "timeout",
-                    f"{_TIMEOUT_RANGE}; got {raw_timeout!r} ({task.timeout} seconds)",
-                )
-            )
+    # a number is bounded by the schema; a duration only here, once added up
+    timeout = task.timeout
+    bounded = timeout is not None and 0 < timeout <= MAX_TIMEOUT_SECONDS
+    if isinstance(raw_timeout, str) and not bounded:
+        problems.append(
+            _diag(task, "timeout", f"{_TIMEOUT_RANGE}; got {raw_timeout!r} ({timeout} seconds)")
+        )
     size = len(task.output.encode("utf-8", "surrogatepass"))
     if size > NAME_MAX:
         problems.append(

@@ -39,9 +39,7 @@ _SpecLoader.add_constructor(
 
 _TAG_MERGE = "tag:yaml.org,2002:merge"
 #: Keys constructed as strings: timestamps stay the strings the user wrote (see above).
-_STRING_KEY_TAGS = frozenset(
-    ("tag:yaml.org,2002:str", "tag:yaml.org,2002:timestamp", _TAG_MERGE)
-)
+_STRING_KEY_TAGS = frozenset(("tag:yaml.org,2002:str", "tag:yaml.org,2002:timestamp", _TAG_MERGE))
 
 
 @dataclass
