@@ -285,6 +285,7 @@ def _key_diagnostics(
     """``keys must be strings`` at each key that is not one: such a key would reach a job as
     a variable named ``None`` or ``1``, or crash code that expects names."""
     problems = []
+    paths = _paths_to(root, {id(mapping) for mapping, _key in bad_keys}) if bad_keys else {}
     for mapping, key in bad_keys:
         kind = key.tag.rsplit(":", 1)[-1]
         written = key.value
@@ -301,25 +302,27 @@ def _key_diagnostics(
         message = f"keys must be strings; got {described}"
         message += f" ({'; '.join(hints)})" if hints else ""
         mark = key.start_mark
-        path = json_path(_path_to(root, mapping) or [])
+        path = json_path(paths.get(id(mapping), []))
         problems.append(
             Diagnostic(display, mark.line + 1, mark.column + 1, path, message, "schema")
         )
     return problems
 
 
-def _path_to(root: yaml.Node, target: yaml.Node) -> list[str | int] | None:
-    """The data path of ``target`` in the graph under ``root`` (keys of a merged mapping
-    belong to the mapping that merges it). Only called on the error path."""
+def _paths_to(root: yaml.Node, targets: set[int]) -> dict[int, list[str | int]]:
+    """The data path of each node whose id is in ``targets``, in one walk of the graph under
+    ``root`` (keys of a merged mapping belong to the mapping that merges it). Only called on
+    the error path."""
+    found: dict[int, list[str | int]] = {}
     stack: list[tuple[yaml.Node, list[str | int]]] = [(root, [])]
     seen: set[int] = set()
-    while stack:
+    while stack and len(found) < len(targets):
         node, path = stack.pop()
-        if node is target:
-            return path
         if id(node) in seen:
             continue
         seen.add(id(node))
+        if id(node) in targets:
+            found[id(node)] = path
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 if key.tag == _TAG_MERGE:
@@ -329,4 +332,4 @@ def _path_to(root: yaml.Node, target: yaml.Node) -> list[str | int] | None:
                     stack.append((value, [*path, str(key.value)]))
         elif isinstance(node, yaml.SequenceNode):
             stack.extend((item, [*path, index]) for index, item in enumerate(node.value))
-    return None
+    return found
