@@ -247,6 +247,18 @@ def test_namespaces_are_valid_labels_and_never_shared(owners: list[str], templat
             assert name == plain
 
 
+@settings(max_examples=200, deadline=None)
+@given(owners=st.lists(st.text(max_size=80), min_size=2, unique=True))
+def test_any_owner_read_from_a_sidecar_gets_a_valid_namespace_of_its_own(
+    owners: list[str],
+) -> None:
+    # prune takes owners from the storage's sidecars too, which a job can have damaged
+    cluster = _cluster()
+    rendered = [namespace(cluster, owner) for owner in owners]
+    assert len(set(rendered)) == len(owners)
+    assert all(len(name) <= 63 and DNS_LABEL.fullmatch(name) for name in rendered)
+
+
 def _owner_repo(root: Path, owners: tuple[str, ...]) -> None:
     cluster = {
         "apiVersion": "orchestra/v1",

@@ -87,7 +87,7 @@ def _owner_label(owner: str, room: int) -> str:
     as ``<readable part>--<hash of the owner>``: a plain owner never holds '--', so this never
     equals one, and the 80-bit hash tells two of these apart. ``a-b`` stays ``a-b``; ``a_b``
     is ``a-b--<20 hex digits>``."""
-    readable = re.sub("-{2,}", "-", _NOT_DNS.sub("-", owner)).strip("-")
+    readable = re.sub("-{2,}", "-", _NOT_DNS.sub("-", owner.lower())).strip("-") or "u"
     readable = readable[: max(1, room - 22)].rstrip("-")
     return f"{readable}--{_short_hash(owner, length=20)}"
 
