@@ -162,7 +162,7 @@ def test_files_named_out_plus_a_suffix_are_the_output_and_move_with_the_attempt(
     job_dir = repo.job_dir(task, "c0")
     assert listing(job_dir) == [".orchestra-exit", "log", "output_s1_i2.pic", "output_s1_i3.pic"]
 
-    repo.task(exec="o=%OUT; echo other > \"$o\"_s9.pic  # %IN %DATA")
+    repo.task(exec='o=%OUT; echo other > "$o"_s9.pic  # %IN %DATA')
     assert repo.orchestra("apply") == 0
     assert repo.status(task)["jobs"]["c0"]["warning"] is None
     assert listing(job_dir / "attempts" / "1") == ["log", "output_s1_i2.pic", "output_s1_i3.pic"]
@@ -206,9 +206,7 @@ def test_a_symlinked_attempts_directory_is_not_followed(repo: Repo, tmp_path: Pa
 
 
 @pytest.mark.parametrize("link", ["job", "jobs"])
-def test_a_symlinked_job_directory_is_not_followed(
-    repo: Repo, tmp_path: Path, link: str
-) -> None:
+def test_a_symlinked_job_directory_is_not_followed(repo: Repo, tmp_path: Path, link: str) -> None:
     repo.configs({"c0.txt": "ok\n"})
     task = repo.task()
     assert repo.orchestra("apply") == 0
@@ -387,3 +385,88 @@ def test_on_every_backend_a_rerun_moves_the_previous_attempt_aside(
     if kubelet is None:  # the script's log (a pod's log is not in the job directory yet)
         assert (job_dir / "log").read_text() == "wrote nothing\n"
         assert (job_dir / "attempts" / "1" / "log").read_text() == ""
+
+
+class _Killed(KeyboardInterrupt):
+    """Stands for orchestra killed at that instant (the engine stops as on Ctrl-C)."""
+
+
+@pytest.mark.parametrize("moment", range(3))
+def test_orchestra_stopped_while_moving_an_attempt_loses_nothing(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch, moment: int
+) -> None:
+    """Stopped before the move's first rename (0), between the log and the output (1), or
+    before the staging directory's final rename (2): the next apply finds the attempt lost,
+    runs the job once, and ``attempts/1`` holds all of the old files."""
+    repo.configs({"c0.txt": "ok\n"})
+    task = repo.task(exec="cat %IN > %OUT; echo first  # %DATA")
+    assert repo.orchestra("apply") == 0
+    rename = os.rename
+    calls = []
+
+    def dying_rename(*args: object, **kwargs: object) -> None:
+        if "src_dir_fd" in kwargs:  # the archive's, not the status store's
+            calls.append(args)
+            if len(calls) > moment:
+                raise _Killed
+        rename(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "rename", dying_rename)
+    repo.task(exec="echo second > %OUT; echo second  # %IN %DATA")
+    assert repo.orchestra("apply") == 130
+    monkeypatch.setattr(os, "rename", rename)
+    assert repo.orchestra("apply") == 0
+    row = repo.status(task)["jobs"]["c0"]
+    assert row["state"] == "done" and row["attempts"] == 1
+    job_dir = repo.job_dir(task, "c0")
+    assert listing(job_dir) == [".orchestra-exit", "attempts", "log", "output"]
+    assert listing(job_dir / "attempts") == ["1"]
+    assert (job_dir / "attempts" / "1" / "output").read_text() == "ok\n"
+    assert (job_dir / "attempts" / "1" / "log").read_text() == "first\n"
+    assert (job_dir / "output").read_text() == "second\n"
+    assert (job_dir / "log").read_text() == "second\n"
+
+
+def test_orchestra_stopped_after_the_move_before_the_submission_loses_nothing(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestra.backends.local import LocalBackend
+
+    repo.configs({"c0.txt": "ok\n"})
+    task = repo.task(exec="cat %IN > %OUT; echo first  # %DATA")
+    assert repo.orchestra("apply") == 0
+
+    def killed(self: LocalBackend, run: object) -> None:
+        raise _Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalBackend, "submit", killed)
+        repo.task(exec="echo second > %OUT; echo second  # %IN %DATA")
+        assert repo.orchestra("apply") == 130
+    assert repo.status(task)["jobs"]["c0"]["state"] == "submitted"
+    assert repo.orchestra("apply") == 0
+    row = repo.status(task)["jobs"]["c0"]
+    assert row["state"] == "done" and row["attempts"] == 1
+    job_dir = repo.job_dir(task, "c0")
+    assert listing(job_dir / "attempts") == ["1"]
+    assert (job_dir / "attempts" / "1" / "output").read_text() == "ok\n"
+    assert (job_dir / "output").read_text() == "second\n"
+
+
+def test_pruning_removes_links_and_fifos_as_themselves(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / "file").write_text("not orchestra's\n")
+    job_dir = tmp_path / "task" / "jobs" / "c0"
+    old = job_dir / "attempts" / "007"
+    (old / "deep" / "er").mkdir(parents=True)
+    (old / "deep" / "er" / "output").write_text("")
+    (old / "link").symlink_to(outside)
+    (old / "deep" / "link").symlink_to(outside / "sub")
+    os.mkfifo(old / "fifo")
+    (job_dir / "attempts" / "8").symlink_to(outside)  # planted as a whole
+    (job_dir / "log").write_text("log of 9\n")
+    assert archive_previous_attempt(job_dir, "output", 1) == 9
+    assert listing(job_dir / "attempts") == ["9"]
+    assert listing(outside) == ["sub"] and listing(outside / "sub") == ["file"]
+    assert (outside / "sub" / "file").read_text() == "not orchestra's\n"

@@ -64,11 +64,13 @@ def archive_previous_attempt(job_dir: Path, output: str, keep: int) -> int | Non
     ``attempts/<n>/``, keep the newest ``keep`` of those, return ``n`` (None: nothing to move).
     Raises :class:`UnsafeJobDirectory` for a symlinked or non-directory ``jobs``, job
     directory or ``attempts``; ``OSError`` when the storage refuses."""
-    jobs_fd = _open_dir(job_dir.parent, None, job_dir.parent)
+    where = os.fspath(job_dir)
+    jobs, job = os.path.split(where)
+    jobs_fd = _open_dir(jobs)
     if jobs_fd is None:
         return None  # a task that never ran a job: the common case costs one failed open
     try:
-        fd = _open_dir(job_dir.name, jobs_fd, job_dir)
+        fd = _open_dir(job, jobs_fd, jobs)
     finally:
         os.close(jobs_fd)
     if fd is None:
@@ -79,15 +81,15 @@ def archive_previous_attempt(job_dir: Path, output: str, keep: int) -> int | Non
         names = [name for name in found if name == LOG_FILE or is_output(name, output)]
         if not names and STAGING_DIR not in found:
             return None
-        return _archive(fd, job_dir, names, keep)
+        return _archive(fd, where, names, keep)
     finally:
         os.close(fd)
 
 
-def _archive(fd: int, job_dir: Path, names: list[str], keep: int) -> int | None:
-    attempts = _make_dir(ATTEMPTS_DIR, fd, job_dir / ATTEMPTS_DIR)
+def _archive(fd: int, where: str, names: list[str], keep: int) -> int | None:
+    attempts = _make_dir(ATTEMPTS_DIR, fd, where)
     try:
-        stage = _make_dir(STAGING_DIR, fd, job_dir / STAGING_DIR)
+        stage = _make_dir(STAGING_DIR, fd, where)
         try:
             with os.scandir(stage) as entries:
                 leftover = {entry.name for entry in entries}
@@ -95,7 +97,7 @@ def _archive(fd: int, job_dir: Path, names: list[str], keep: int) -> int | None:
                 os.close(stage)
                 stage = -1
                 _land(fd, attempts)
-                stage = _make_dir(STAGING_DIR, fd, job_dir / STAGING_DIR)
+                stage = _make_dir(STAGING_DIR, fd, where)
                 leftover = set()
             for name in names:
                 os.rename(name, name, src_dir_fd=fd, dst_dir_fd=stage)
@@ -116,10 +118,14 @@ def _archive(fd: int, job_dir: Path, names: list[str], keep: int) -> int | None:
 def _land(fd: int, attempts: int) -> int:
     """Rename the staging directory to the next number in ``attempts``; return it."""
     with os.scandir(attempts) as entries:
-        numbers = [int(e.name) for e in entries if e.name.isdigit() and e.name.isascii()]
+        numbers = [int(e.name) for e in entries if _is_number(e.name)]
     number = max(numbers, default=0) + 1
     os.rename(STAGING_DIR, str(number), src_dir_fd=fd, dst_dir_fd=attempts)
     return number
+
+
+def _is_number(name: str) -> bool:
+    return name.isascii() and name.isdigit()
 
 
 def _prune(attempts: int, keep: int) -> None:
@@ -127,11 +133,11 @@ def _prune(attempts: int, keep: int) -> None:
     Each goes out of the numbered names first, so a half-removed one never looks kept."""
     with os.scandir(attempts) as entries:
         names = [e.name for e in entries]
-    numbered = sorted((int(n) for n in names if n.isdigit() and n.isascii()), reverse=True)
+    numbered = sorted((n for n in names if _is_number(n)), key=int, reverse=True)
     doomed = [n for n in names if n.startswith(_PRUNING)]
-    for number in numbered[keep:]:
-        os.rename(str(number), f"{_PRUNING}{number}", src_dir_fd=attempts, dst_dir_fd=attempts)
-        doomed.append(f"{_PRUNING}{number}")
+    for name in numbered[keep:]:
+        os.rename(name, _PRUNING + name, src_dir_fd=attempts, dst_dir_fd=attempts)
+        doomed.append(_PRUNING + name)
     for name in doomed:
         # best effort: what cannot be removed now (a tree too deep, a file the storage
         # refuses to delete) is out of the kept names and tried again on the next archive
@@ -157,15 +163,16 @@ def _remove(name: str, parent: int) -> None:
     os.rmdir(name, dir_fd=parent)
 
 
-def _open_dir(name: str | Path, parent: int | None, shown: Path) -> int | None:
-    """A descriptor of the directory ``name`` (None if there is none), never through a
-    symlink at its last component."""
+def _open_dir(name: str, parent: int | None = None, inside: str = "") -> int | None:
+    """A descriptor of the directory ``name`` (in ``parent``, which is ``inside``), None if
+    there is none; never through a symlink at its last component."""
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=parent)
     except FileNotFoundError:
         return None
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            shown = os.path.join(inside, name)
             raise UnsafeJobDirectory(
                 f"{shown} is a symlink or not a directory: orchestra does not follow it "
                 "(remove it, then retry the job)"
@@ -173,10 +180,11 @@ def _open_dir(name: str | Path, parent: int | None, shown: Path) -> int | None:
         raise
 
 
-def _make_dir(name: str, parent: int, shown: Path) -> int:
+def _make_dir(name: str, parent: int, inside: str) -> int:
     with contextlib.suppress(FileExistsError):
         os.mkdir(name, dir_fd=parent)
-    fd = _open_dir(name, parent, shown)
+    fd = _open_dir(name, parent, inside)
     if fd is None:  # removed between the two calls: by a job, never by orchestra
-        raise FileNotFoundError(errno.ENOENT, "vanished while orchestra made it", str(shown))
+        shown = os.path.join(inside, name)
+        raise FileNotFoundError(errno.ENOENT, "it vanished while orchestra made it", shown)
     return fd
