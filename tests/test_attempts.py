@@ -470,3 +470,32 @@ def test_pruning_removes_links_and_fifos_as_themselves(tmp_path: Path) -> None:
     assert listing(job_dir / "attempts") == ["9"]
     assert listing(outside) == ["sub"] and listing(outside / "sub") == ["file"]
     assert (outside / "sub" / "file").read_text() == "not orchestra's\n"
+
+
+@pytest.mark.parametrize("planted", ["job", "attempts"])
+def test_a_fifo_or_file_in_place_of_a_directory_is_refused_without_blocking(
+    tmp_path: Path, planted: str
+) -> None:
+    job_dir = tmp_path / "task" / "jobs" / "c0"
+    if planted == "job":
+        job_dir.parent.mkdir(parents=True)
+        os.mkfifo(job_dir)
+    else:
+        job_dir.mkdir(parents=True)
+        (job_dir / "log").write_text("")
+        os.mkfifo(job_dir / "attempts")
+    with pytest.raises(UnsafeJobDirectory, match="is a symlink or not a directory"):
+        archive_previous_attempt(job_dir, "output", 3)
+    (job_dir if planted == "job" else job_dir / "attempts").unlink()
+    if planted == "attempts":
+        (job_dir / "attempts").write_text("a file")
+        with pytest.raises(UnsafeJobDirectory, match=f"{job_dir}/attempts is a symlink"):
+            archive_previous_attempt(job_dir, "output", 3)
+        assert (job_dir / "log").exists()
+
+
+def test_orchestras_own_file_names_never_count_as_output(tmp_path: Path) -> None:
+    (tmp_path / "log").write_text("")
+    (tmp_path / ".orchestra-exit").write_text("0 r\n")
+    assert not output_written(tmp_path, "log")
+    assert not output_written(tmp_path, ".orchestra-exit")

@@ -49,9 +49,10 @@ def is_output(name: str, output: str) -> bool:
 def output_written(job_dir: Path, output: str) -> bool:
     """Whether the job's directory holds its output (``%OUT`` or ``%OUT`` + suffix). Only the
     current attempt's can be there: the previous one's moved away before it started."""
-    with contextlib.suppress(OSError):
-        os.lstat(job_dir / output)
-        return True
+    if not is_own_file(output):
+        with contextlib.suppress(OSError):
+            os.lstat(job_dir / output)
+            return True
     try:
         with os.scandir(job_dir) as entries:
             return any(is_output(entry.name, output) for entry in entries)
