@@ -499,3 +499,14 @@ def test_orchestras_own_file_names_never_count_as_output(tmp_path: Path) -> None
     (tmp_path / ".orchestra-exit").write_text("0 r\n")
     assert not output_written(tmp_path, "log")
     assert not output_written(tmp_path, ".orchestra-exit")
+
+
+def test_a_staged_move_and_newer_files_of_the_same_names_are_kept_apart(tmp_path: Path) -> None:
+    job_dir = tmp_path / "task" / "jobs" / "c0"
+    (job_dir / STAGING_DIR).mkdir(parents=True)
+    (job_dir / STAGING_DIR / "log").write_text("older\n")
+    (job_dir / "log").write_text("newer\n")
+    assert archive_previous_attempt(job_dir, "output", 3) == 2
+    assert (job_dir / "attempts" / "1" / "log").read_text() == "older\n"
+    assert (job_dir / "attempts" / "2" / "log").read_text() == "newer\n"
+    assert listing(job_dir) == ["attempts"]

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import os
 import stat
+import time
 from pathlib import Path
 
 LOG_FILE = "log"
@@ -94,7 +95,9 @@ def _archive(fd: int, where: str, names: list[str], keep: int) -> int | None:
         try:
             with os.scandir(stage) as entries:
                 leftover = {entry.name for entry in entries}
-            if leftover & set(names):  # two attempts' files (never seen): keep both apart
+            if leftover & set(names):
+                # an interrupted move, then files of the same names: another attempt ran
+                # (never through orchestra); land the older as an attempt of its own
                 os.close(stage)
                 stage = -1
                 _land(fd, attempts)
@@ -137,8 +140,10 @@ def _prune(attempts: int, keep: int) -> None:
     numbered = sorted((n for n in names if _is_number(n)), key=int, reverse=True)
     doomed = [n for n in names if n.startswith(_PRUNING)]
     for name in numbered[keep:]:
-        os.rename(name, _PRUNING + name, src_dir_fd=attempts, dst_dir_fd=attempts)
-        doomed.append(_PRUNING + name)
+        # unique: with keepAttempts 0 numbers start again at 1, beside what may be left
+        gone = f"{_PRUNING}{name}.{time.time_ns()}"
+        os.rename(name, gone, src_dir_fd=attempts, dst_dir_fd=attempts)
+        doomed.append(gone)
     for name in doomed:
         # best effort: what cannot be removed now (a tree too deep, a file the storage
         # refuses to delete) is out of the kept names and tried again on the next archive
