@@ -59,7 +59,7 @@ def test_context_errors_are_not_reported_but_references_resolve(tmp_path: Path) 
     result = validate_paths([], tmp_path)
     assert [d.format() for d in result.diagnostics] == [
         "cluster.yaml:4:37: $.spec.bogus: unknown field 'bogus' (known fields: backend, "
-        "storage, maxParallel, kubernetes, slurm)"
+        "storage, maxParallel, keepAttempts, kubernetes, slurm)"
     ]
 
 

@@ -45,7 +45,9 @@ class JobEvent:
     node: str | None = None
     reason: str | None = None
     started: str | None = None  # on "finished": when it started, if no "started" came before
-    output_written: bool | None = None  # on "finished": whether run.output exists (None: unknown)
+    # on "finished": whether the job wrote its output, %OUT or %OUT + a suffix (see
+    # attempts.output_written); None: unknown, the engine looks
+    output_written: bool | None = None
 
 
 class Backend(Protocol):

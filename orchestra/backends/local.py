@@ -31,11 +31,11 @@ import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
 
+from orchestra.backends.attempts import LOG_FILE, output_written
 from orchestra.backends.base import EXIT_MARKER, JobEvent, JobRun, read_exit_marker
 from orchestra.fsutil import now_iso
 from orchestra.spec.model import ClusterSpec
 
-LOG_FILE = "log"
 TERM_GRACE = 5.0
 PREFETCH = 16  # jobs queued ahead of the free slots
 STARTED_AFTER = 0.05  # seconds a job runs before it is reported as started
@@ -344,7 +344,11 @@ class LocalBackend:
             assert run.spec is not None and run.spec.timeout is not None
             reason = f"DeadlineExceeded: still running after its timeout ({run.spec.timeout} s)"
             status = status or 124  # failed, even if it caught SIGTERM and exited 0
-        written = os.path.exists(run.output) if run.output and status == 0 else None
+        written = (
+            output_written(run.job_dir, os.path.basename(run.output))
+            if run.output and status == 0
+            else None
+        )
         self._events.put(
             JobEvent(
                 run,

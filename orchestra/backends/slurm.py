@@ -41,8 +41,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from orchestra.backends.attempts import LOG_FILE
 from orchestra.backends.base import EXIT_MARKER, JobEvent, JobRun, read_exit_marker
-from orchestra.backends.local import LOG_FILE, job_environment
+from orchestra.backends.local import job_environment
 from orchestra.backends.templating import sandboxed_environment
 from orchestra.errors import FatalError
 from orchestra.fsutil import now_iso

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestra.backends import create_backend
+from orchestra.backends.attempts import UnsafeJobDirectory, archive_previous_attempt, output_written
 from orchestra.backends.base import Backend, JobEvent, JobRun
 from orchestra.engine.lock import TaskLock
 from orchestra.fsutil import now_iso
@@ -117,6 +118,7 @@ class Engine:
         self.runs: list[TaskRun] = []
         self._token = uuid.uuid4().hex[:16]
         self._attempts = 0
+        self._refused: set[str] = set()  # tasks with an attempt that could not start
 
     # preparation ---------------------------------------------------------------------------
     def prepare(
@@ -270,6 +272,8 @@ class Engine:
                 if not wait and all(not r.queue_tests and not r.queue_rest for r in live):
                     break
                 submitted = self._schedule(live)
+                touched |= self._refused
+                self._refused.clear()
                 for backend in self.backends.values():
                     timeout = 0.0 if submitted else 0.5 / max(1, len(self.backends))
                     for event in backend.poll(timeout):
@@ -362,7 +366,12 @@ class Engine:
         for task_run in {id(t): t for t, _a in launches}.values():
             task_run.store.flush()
         for task_run, attempt in launches:
-            task_run.backend.submit(attempt)
+            refused = _clear_job_dir(task_run, attempt)
+            if refused is None:
+                task_run.backend.submit(attempt)
+            else:
+                self._handle(task_run, refused)
+                self._refused.add(task_run.name)
         return submitted
 
     def _next_job(self, run: TaskRun) -> str | None:
@@ -457,8 +466,7 @@ class Engine:
             fields["reason"] = event.reason  # "recovered": it ended while no orchestra watched
             written = event.output_written
             if written is None:
-                output = run.desired.job_dir(name) / run.desired.spec.output
-                written = os.path.exists(event.run.output or output)
+                written = output_written(event.run.job_dir, run.desired.spec.output)
             if not written:
                 fields["warning"] = f"exited 0 but wrote no {run.desired.spec.output}"
         elif job.attempts <= run.desired.spec.max_retries:
@@ -527,6 +535,25 @@ class Engine:
             task_run.lock.release()
         if errors:
             raise errors[0]
+
+
+def _clear_job_dir(run: TaskRun, attempt: JobRun) -> JobEvent | None:
+    """Move the previous attempt's log and output into ``attempts/<n>/`` (design.md,
+    "Attempts"), so that ``%OUT`` never shows an old result. Done after the "submitted" line
+    is on disk: a crash in between finds the attempt lost and queues it again, and the next
+    archive finishes an interrupted move. None, or the outcome of an attempt that cannot
+    start because its directory is unsafe or the storage refuses the move."""
+    try:
+        archive_previous_attempt(
+            attempt.job_dir, run.desired.spec.output, run.desired.cluster.keep_attempts
+        )
+    except UnsafeJobDirectory as exc:
+        why = str(exc)
+    except OSError as exc:
+        why = f"moving the previous attempt of {attempt.job_dir} aside: {exc}"
+    else:
+        return None
+    return JobEvent(attempt, "finished", now_iso(), exit_code=127, reason=f"cannot start: {why}")
 
 
 def _read(path: Path) -> str:

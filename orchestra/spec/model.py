@@ -14,6 +14,7 @@ DEFAULT_TEST_JOBS = 10
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_NAMESPACE = "orchestra-{user}"
 DEFAULT_ARRAY_LIMIT = 50
+DEFAULT_KEEP_ATTEMPTS = 3
 PLACEHOLDERS = ("%DATA", "%IN", "%OUT")
 #: The longest ``timeout`` (24 days): the local backend waits with poll(), whose milliseconds
 #: are a C int (2**31 - 1 ms is 24.8 days); Slurm's --time and Kubernetes'
@@ -64,6 +65,7 @@ class ClusterSpec:
     kubernetes: KubernetesSettings | None
     slurm: SlurmSettings
     doc: Document = field(repr=False)
+    keep_attempts: int = DEFAULT_KEEP_ATTEMPTS  # earlier attempts kept in jobs/<job>/attempts/
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,6 +176,7 @@ def cluster_from(doc: Document, base_dir: Path) -> ClusterSpec:
             templates=(base_dir / slurm_templates) if slurm_templates else None,
         ),
         doc=doc,
+        keep_attempts=_whole(spec.get("keepAttempts", DEFAULT_KEEP_ATTEMPTS)),
     )
 
 
