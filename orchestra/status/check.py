@@ -1,0 +1,186 @@
+"""Is what a sidecar holds of the shape the code relies on? Storage is hostile (a job may write
+anything into its task directory), so an event or a snapshot is checked before it is used:
+one of the wrong shape makes the task damaged (events.jsonl) or is ignored (status.yaml).
+
+The rows of a 100,000-job snapshot are checked column by column in C (``map``, ``set``,
+``sum``, ``str.join``): a Python loop over the rows would cost a quarter of the read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from functools import partial
+from itertools import chain
+from operator import is_not, itemgetter
+from typing import Any
+
+from orchestra.status.model import _JOB_FIELDS, JOB_COLUMNS, JOB_STATES, TASK_PHASES, TaskRecord
+
+_STATES = frozenset(JOB_STATES)
+_PHASES = frozenset(TASK_PHASES)
+_BOOLS = frozenset((True, False))
+_NONE = type(None)
+_not_none = partial(is_not, None)
+_STR_OR_NONE = frozenset((str, _NONE))
+# a job's name is a directory under jobs/: never empty, ".", "..", nor holding "/" or NUL
+_BAD_NAMES = frozenset(("", ".", ".."))
+
+# column -> what its values must be (JOB_COLUMNS' order)
+_KIND = {
+    "name": "name",
+    "state": "state",
+    "attempts": "int",
+    "exitCode": "int?",
+    "started": "str?",
+    "finished": "str?",
+    "config": "str",
+    "test": "bool",
+    "digest": "str",
+    "run": "str?",
+    "pid": "int?",
+    "node": "str?",
+    "reason": "str?",
+    "warning": "str?",
+    "orphan": "bool",
+}
+_GROUPS: dict[str, tuple[int, ...]] = {}
+for _i, _column in enumerate(JOB_COLUMNS):
+    _GROUPS[_KIND[_column]] = (*_GROUPS.get(_KIND[_column], ()), _i)
+_DESCRIBE = {
+    "name": "a job name (a non-empty string without '/')",
+    "state": f"a job state ({', '.join(JOB_STATES)})",
+    "int": "an integer",
+    "int?": "an integer or null",
+    "str": "a string",
+    "str?": "a string or null",
+    "bool": "true or false",
+}
+
+
+def _values(rows: Sequence[Sequence[Any]], columns: tuple[int, ...]) -> Iterable[Any]:
+    if len(columns) == 1:
+        return map(itemgetter(columns[0]), rows)
+    return chain.from_iterable(map(itemgetter(*columns), rows))
+
+
+def _fits(kind: str, values: Iterable[Any]) -> bool:
+    """Whether every value is of ``kind`` (each test in C; TypeError means no)."""
+    try:
+        if kind == "name":
+            names = list(values)
+            joined = "\n".join(names)  # TypeError unless all are str
+            return "/" not in joined and "\0" not in joined and _BAD_NAMES.isdisjoint(names)
+        if kind == "state":
+            return set(values) <= _STATES
+        if kind == "bool":
+            return set(values) <= _BOOLS
+        if kind == "str":
+            return set(map(type, values)) <= {str}
+        if kind == "str?":
+            return set(map(type, values)) <= _STR_OR_NONE
+        if kind in ("int", "int?"):
+            kept = values if kind == "int" else filter(_not_none, values)
+            return type(sum(kept)) is int  # str, None, list: TypeError; a float: a float
+    except TypeError:
+        return False
+    raise AssertionError(kind)
+
+
+def rows_problem(rows: Sequence[Sequence[Any]]) -> str | None:
+    """What is wrong with job rows in the order of JOB_COLUMNS, or None. Each row must be a
+    list of exactly that many values (the caller checks that), each of its column's type."""
+    if not rows:
+        return None
+    for kind, columns in _GROUPS.items():
+        if not _fits(kind, _values(rows, columns)):
+            return _find(rows, kind, columns)
+    return None
+
+
+def _find(rows: Sequence[Sequence[Any]], kind: str, columns: tuple[int, ...]) -> str:
+    """The first bad value, named (only once something is known wrong: a Python loop)."""
+    for row in rows:
+        for column in columns:
+            if not _fits(kind, [row[column]]):
+                return (
+                    f"job {row[0]!r}: {JOB_COLUMNS[column]} must be {_DESCRIBE[kind]}, "
+                    f"not {_show(row[column])}"
+                )
+    return f"a job's {JOB_COLUMNS[columns[0]]} is not {_DESCRIBE[kind]}"
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_TASK_STR = ("name", "owner", "cluster", "backend", "image", "spec_digest")
+_TASK_STR_OR_NONE = ("commit", "created", "started", "finished", "message")
+
+
+def task_problem(record: TaskRecord) -> str | None:
+    """What is wrong with a TaskRecord's own fields (not its jobs), or None."""
+    if not isinstance(record.phase, str) or record.phase not in _PHASES:
+        return f"phase must be one of {', '.join(TASK_PHASES)}, not {_show(record.phase)}"
+    for attr in _TASK_STR:
+        if type(getattr(record, attr)) is not str:
+            return f"{attr} must be a string, not {_show(getattr(record, attr))}"
+    for attr in _TASK_STR_OR_NONE:
+        value = getattr(record, attr)
+        if value is not None and type(value) is not str:
+            return f"{attr} must be a string or null, not {_show(value)}"
+    return None
+
+
+def event_problem(event: Any) -> str | None:
+    """What makes ``event`` not an event of events.jsonl, or None. Only called to name the
+    line at fault once a replay failed: replay itself relies on :func:`rows_problem` and
+    :func:`task_problem` over the result."""
+    if not isinstance(event, dict):
+        return f"an event must be a JSON object, not {_show(event)}"
+    kind = event.get("ev")
+    if not isinstance(kind, str):
+        return f"an event needs \"ev\" (a string), not {_show(kind)}"
+    if kind == "task":
+        return _fields_problem(event, _TASK_EVENT)
+    if kind == "job":
+        if not _fits("name", [event.get("job")]):
+            return f"\"job\" must be {_DESCRIBE['name']}, not {_show(event.get('job'))}"
+        return _fields_problem(event, _JOB_EVENT)
+    if kind == "jobs":
+        items = event.get("set")
+        if not isinstance(items, list):
+            return f"\"set\" must be a list of jobs, not {_show(items)}"
+        for item in items:
+            if not isinstance(item, dict):
+                return f"each job of \"set\" must be an object, not {_show(item)}"
+            if not _fits("name", [item.get("name")]):
+                return f"\"name\" must be {_DESCRIBE['name']}, not {_show(item.get('name'))}"
+            problem = _fields_problem(item, _JOB_EVENT)
+            if problem:
+                return problem
+    return None  # an event of a kind this version does not know changes nothing
+
+
+_JOB_EVENT = {key: _KIND[key] for key in _JOB_FIELDS}
+_TASK_EVENT = {
+    "task": "str",
+    "phase": "phase",
+    **{key: "str" for key in ("owner", "cluster", "backend", "image", "specDigest")},
+    **{key: "str?" for key in ("commit", "created", "started", "finished", "message")},
+}
+
+
+def _fields_problem(event: dict[str, Any], kinds: dict[str, str]) -> str | None:
+    for key, kind in kinds.items():
+        if key not in event:
+            continue
+        value = event[key]
+        fits = (
+            isinstance(value, str) and value in _PHASES if kind == "phase" else _fits(kind, [value])
+        )
+        if not fits:
+            wanted = f"one of {', '.join(TASK_PHASES)}" if kind == "phase" else _DESCRIBE[kind]
+            return f"\"{key}\" must be {wanted}, not {_show(value)}"
+    return None
