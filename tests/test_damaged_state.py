@@ -196,7 +196,7 @@ def test_a_damaged_orphan_is_reported_and_never_pruned(
 ) -> None:
     number = _append_line(repo, "null")
     repo.remove_task(A)
-    code, out, err = _run(repo, capsys, "apply", "--prune")
+    code, _out, err = _run(repo, capsys, "apply", "--prune")
     assert code == 1 and f"events.jsonl:{number}: " in err
     assert "killed" not in (repo.task_dir(A) / "events.jsonl").read_text()
 
@@ -253,7 +253,7 @@ def test_plan_out_refuses_a_symlink_and_leaves_its_target(
     target = tmp_path / "precious.txt"
     target.write_text("keep\n")
     (repo.root / "plan.json").symlink_to(target)
-    code, out, err = _run(repo, capsys, "plan", "-o", "plan.json")
+    code, _out, err = _run(repo, capsys, "plan", "-o", "plan.json")
     assert code == 1 and "symbolic link" in err
     assert (repo.root / "plan.json").is_symlink() and target.read_text() == "keep\n"
     assert not [p for p in repo.root.iterdir() if p.name.endswith(".tmp")]

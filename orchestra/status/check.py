@@ -141,22 +141,22 @@ def event_problem(event: Any) -> str | None:
         return f"an event must be a JSON object, not {_show(event)}"
     kind = event.get("ev")
     if not isinstance(kind, str):
-        return f"an event needs \"ev\" (a string), not {_show(kind)}"
+        return f'an event needs "ev" (a string), not {_show(kind)}'
     if kind == "task":
         return _fields_problem(event, _TASK_EVENT)
     if kind == "job":
         if not _fits("name", [event.get("job")]):
-            return f"\"job\" must be {_DESCRIBE['name']}, not {_show(event.get('job'))}"
+            return f'"job" must be {_DESCRIBE["name"]}, not {_show(event.get("job"))}'
         return _fields_problem(event, _JOB_EVENT)
     if kind == "jobs":
         items = event.get("set")
         if not isinstance(items, list):
-            return f"\"set\" must be a list of jobs, not {_show(items)}"
+            return f'"set" must be a list of jobs, not {_show(items)}'
         for item in items:
             if not isinstance(item, dict):
-                return f"each job of \"set\" must be an object, not {_show(item)}"
+                return f'each job of "set" must be an object, not {_show(item)}'
             if not _fits("name", [item.get("name")]):
-                return f"\"name\" must be {_DESCRIBE['name']}, not {_show(item.get('name'))}"
+                return f'"name" must be {_DESCRIBE["name"]}, not {_show(item.get("name"))}'
             problem = _fields_problem(item, _JOB_EVENT)
             if problem:
                 return problem
@@ -167,8 +167,8 @@ _JOB_EVENT = {key: _KIND[key] for key in _JOB_FIELDS}
 _TASK_EVENT = {
     "task": "str",
     "phase": "phase",
-    **{key: "str" for key in ("owner", "cluster", "backend", "image", "specDigest")},
-    **{key: "str?" for key in ("commit", "created", "started", "finished", "message")},
+    **dict.fromkeys(("owner", "cluster", "backend", "image", "specDigest"), "str"),
+    **dict.fromkeys(("commit", "created", "started", "finished", "message"), "str?"),
 }
 
 
@@ -182,5 +182,5 @@ def _fields_problem(event: dict[str, Any], kinds: dict[str, str]) -> str | None:
         )
         if not fits:
             wanted = f"one of {', '.join(TASK_PHASES)}" if kind == "phase" else _DESCRIBE[kind]
-            return f"\"{key}\" must be {wanted}, not {_show(value)}"
+            return f'"{key}" must be {wanted}, not {_show(value)}'
     return None

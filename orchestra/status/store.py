@@ -336,7 +336,7 @@ def _read_snapshot(path: Path) -> tuple[TaskRecord | None, int, str | None]:
 
 def _header_problem(header: dict[str, Any]) -> str | None:
     """What is wrong with the snapshot's own fields (those not of the task), or None."""
-    counts = header.get("counts", {state: 0 for state in JOB_STATES})
+    counts = header.get("counts", dict.fromkeys(JOB_STATES, 0))
     if not isinstance(counts, dict) or set(counts) != set(JOB_STATES):
         return f"counts must map each of {', '.join(JOB_STATES)} to a number of jobs"
     if not all(type(n) is int and n >= 0 for n in counts.values()):
