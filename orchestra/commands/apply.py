@@ -148,7 +148,8 @@ def _prune_cluster_jobs(
             managed_job(j) for j in backend.managed_jobs({backend.namespace_of(o) for o in owners})
         ]
         jobs = [job for job in jobs if job.task not in skip]
-        current = {j.run_id for r in records for j in r.jobs.values() if j.run_id}
+        # (a done job's run id is read from status.yaml unchecked: a string, or not one)
+        current = {j.run_id for r in records for j in r.jobs.values() if isinstance(j.run_id, str)}
         for job in choose_prunable(jobs, current, set(specs.tasks), force=force):
             backend.delete_job(job.namespace, job.name)
             deleted.append(f"{job.namespace}/{job.name}")

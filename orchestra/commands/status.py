@@ -99,7 +99,7 @@ def _one_task(specs: SpecSet, args: argparse.Namespace) -> int:
     print()
     rows = [("JOB", "STATE", "ATTEMPTS", "EXIT", "STARTED", "DURATION", "NOTE")]
     for job in jobs:
-        note = job.warning or job.reason or ""
+        note = str(job.warning or job.reason or "")  # a done job's, from status.yaml: any
         rows.append(
             (
                 job.name + (" (test)" if job.test else ""),
@@ -134,8 +134,8 @@ def _age(stamp: str | None) -> str:
         return "-"
     try:
         seconds = time.time() - parse_iso(stamp)
-    except ValueError:
-        return stamp
+    except (ValueError, TypeError):  # not a time orchestra wrote (status.yaml is the user's)
+        return str(stamp)
     return _human(seconds) + " ago"
 
 
@@ -145,7 +145,7 @@ def _duration(start: str | None, end: str | None) -> str:
     try:
         finish = parse_iso(end) if end else time.time()
         return _human(finish - parse_iso(start))
-    except ValueError:
+    except (ValueError, TypeError):
         return "-"
 
 

@@ -27,7 +27,12 @@ import yaml
 
 from orchestra.errors import DamagedTaskError
 from orchestra.fsutil import atomic_write, now_iso, paused_gc
-from orchestra.status.check import event_problem, rows_problem, task_problem
+from orchestra.status.check import (
+    event_problem,
+    rows_problem,
+    snapshot_rows_problem,
+    task_problem,
+)
 from orchestra.status.model import (
     JOB_COLUMNS,
     JOB_STATES,
@@ -401,7 +406,7 @@ def _fast_parse(text: str) -> tuple[TaskRecord, int]:
         return record, offset
     if columns == _COLUMNS and set(map(type, rows)) <= {list}:
         jobs = dict(zip(map(_first, rows), starmap(JobRecord, rows), strict=True))
-        problem = rows_problem(rows)  # a wrong length failed JobRecord(*row) already
+        problem = snapshot_rows_problem(rows, jobs)  # a wrong length failed JobRecord(*row)
         if problem:
             raise _BadSnapshot(problem)
     elif columns == _COLUMNS_WITH_LOG and all(type(row) is list for row in rows):
