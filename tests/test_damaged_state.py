@@ -369,3 +369,62 @@ def test_no_crash_in_a_fresh_interpreter(repo: Repo) -> None:
         check=False,
     )
     assert done.returncode == 1 and B in done.stdout and "events.jsonl:" in done.stderr
+
+
+def test_a_directory_for_events_jsonl_damages_only_its_task(
+    repo: Repo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = repo.task_dir(A) / "events.jsonl"
+    events.unlink()
+    events.mkdir()
+    (repo.task_dir(A) / "status.yaml").unlink()
+    code, out, err = _run(repo, capsys, "status")
+    assert code == 1 and f"{events}: a directory" in err and B in out
+    _b_gets_work(repo)
+    code, _out, err = _run(repo, capsys, "apply")
+    assert code == 1 and f"{events}: a directory" in err
+    assert (repo.job_dir(B, "c3") / "output").read_text() == "3\n"
+
+
+def test_a_task_damaged_after_the_plan_is_skipped_by_the_engine(repo: Repo) -> None:
+    """Damage that appears between plan and launch: the engine skips that task alone."""
+    from orchestra.commands._common import load_specs, make_full_plan
+    from orchestra.commands._run import run_engine
+    from orchestra.errors import DamagedTaskError
+
+    _b_gets_work(repo)
+    planned = make_full_plan(load_specs([], str(repo.root)))
+    assert not planned.damaged and len(planned.desired) == 2
+    number = _append_line(repo, '{"ev": "job"}')
+    damaged: list[DamagedTaskError] = []
+    runs = run_engine(planned.desired, damaged=damaged)
+    assert [run.name for run in runs or []] == [B]
+    assert [(e.path.name, e.line) for e in damaged] == [("events.jsonl", number)]
+    assert (repo.job_dir(B, "c3") / "output").read_text() == "3\n"
+    with pytest.raises(DamagedTaskError):  # alone (retry TASK): its error
+        run_engine([t for t in planned.desired if t.name == A])
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def test_json_nested_too_deeply_is_damage_not_a_crash(
+    repo: Repo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    number = _append_line(repo, DEEP)
+    code, out, err = _run(repo, capsys, "status")
+    assert code == 1 and f"events.jsonl:{number}: " in err and B in out
+    cache = repo.storage / ".orchestra" / "hash-cache.json"
+    cache.write_text(DEEP)
+    code, _out, err = _run(repo, capsys, "plan")
+    assert code == 1 and f"events.jsonl:{number}: " in err
+
+
+def test_a_snapshot_nested_too_deeply_is_ignored(
+    repo: Repo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = repo.task_dir(A) / "status.yaml"
+    lines = status.read_text().splitlines(keepends=True)
+    status.write_text("".join(f"image: {DEEP}\n" if s.startswith("image:") else s for s in lines))
+    code, out, err = _run(repo, capsys, "status", A)
+    assert code == 0 and f"{status}: " in err and "c1 (test)  done" in out

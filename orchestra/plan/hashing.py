@@ -35,7 +35,7 @@ class HashCache:
             loaded = json.loads(self.path.read_text(encoding="utf-8"))
             if isinstance(loaded, dict):
                 self._entries = loaded
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: nested too deeply
             pass
         self.jobs_path = self.path.parent / JOBS_CACHE_FILE
         self._jobs: dict[str, str] | None = None  # inputs key -> jobs digest, read when asked
@@ -48,7 +48,7 @@ class HashCache:
                 loaded = json.loads(self.jobs_path.read_text("utf-8"))
                 if isinstance(loaded, dict):
                     self._jobs = {k: v for k, v in loaded.items() if isinstance(v, str)}
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):  # RecursionError: nested too deeply
                 pass
         return self._jobs
 

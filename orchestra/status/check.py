@@ -135,7 +135,10 @@ def _find(rows: Sequence[Sequence[Any]], kind: str, columns: tuple[int, ...]) ->
 
 
 def _show(value: Any) -> str:
-    text = json.dumps(value, default=repr)
+    try:
+        text = json.dumps(value, default=repr)
+    except (RecursionError, ValueError):  # nested too deeply to print
+        text = f"a {type(value).__name__} nested too deeply"
     return text if len(text) <= 40 else text[:37] + "..."
 
 

@@ -106,7 +106,7 @@ class TaskStore:
                 if record is None:
                     record = TaskRecord(event.get("task", self.task_dir.name))
                 changed += record.apply(event)
-        except (ValueError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
             raise self._damaged_log(offset, None) from None
         if record is not None and tail:
             jobs = record.jobs
@@ -147,6 +147,8 @@ class TaskStore:
                     problem = event_problem(json.loads(line))
                 except ValueError:
                     problem = "not a line of JSON"
+                except RecursionError:
+                    problem = "JSON nested too deeply"
                 if problem:
                     return DamagedTaskError(self.events_path, number, problem)
             number += 1
@@ -166,7 +168,7 @@ class TaskStore:
             size = self.events_path.stat().st_size
             with open(self.status_path, encoding="utf-8") as stream:
                 header = _header(stream)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         if header.get("eventsOffset") != size or "jobsDigest" not in header or "name" not in header:
             return None
@@ -322,9 +324,11 @@ def _read_snapshot(path: Path) -> tuple[TaskRecord | None, int, str | None]:
         return None, 0, str(exc)
     except (ValueError, KeyError, IndexError, TypeError):
         pass
+    except RecursionError:  # JSON nested beyond the parser's stack: not orchestra's
+        return None, 0, "JSON nested too deeply"
     try:
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:
         return None, 0, f"neither a snapshot nor YAML ({type(exc).__name__})"
     if not isinstance(data, dict) or "name" not in data:
         return None, 0, "not a snapshot (a mapping with a name)"
