@@ -428,3 +428,25 @@ def test_a_snapshot_nested_too_deeply_is_ignored(
     status.write_text("".join(f"image: {DEEP}\n" if s.startswith("image:") else s for s in lines))
     code, out, err = _run(repo, capsys, "status", A)
     assert code == 0 and f"{status}: " in err and "c1 (test)  done" in out
+
+
+def test_reconcile_reconciles_the_others_and_reports_the_damaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_reconcile import GitRepo
+
+    monkeypatch.setenv("ORCHESTRA_USER", "alice")
+    repo = GitRepo(tmp_path / "specs")
+    repo.configs({"c1.txt": "1\n"})
+    repo.task("a")
+    repo.task("b")
+    repo.commit("two tasks")
+    assert repo.orchestra("reconcile") == 0
+    number = _append_line(repo, "[]")
+    _b_gets_work(repo)
+    code, out, err = _run(repo, capsys, "reconcile", "--format", "json")
+    data = json.loads(out)
+    assert code == 1 and data["exitCode"] == 1 and f"events.jsonl:{number}: " in err
+    assert [t["name"] for t in data["tasks"]] == [B]
+    assert data["errors"][0]["error"]["line"] == number
+    assert (repo.job_dir(B, "c3") / "output").read_text() == "3\n"
