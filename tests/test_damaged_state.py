@@ -450,3 +450,20 @@ def test_reconcile_reconciles_the_others_and_reports_the_damaged(
     assert [t["name"] for t in data["tasks"]] == [B]
     assert data["errors"][0]["error"]["line"] == number
     assert (repo.job_dir(B, "c3") / "output").read_text() == "3\n"
+
+
+def test_an_unreadable_status_yaml_damages_its_task(
+    repo: Repo, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EACCES (this suite may run as root, whom chmod does not stop: the error is made)."""
+    status = repo.task_dir(A) / "status.yaml"
+    read_text = Path.read_text
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> str:
+        if self == status:
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    code, _out, err = _run(repo, capsys, "status", A)
+    assert code == 1 and f"{status}: cannot be read: Permission denied" in err

@@ -44,9 +44,11 @@ _KIND = {
     "warning": "str?",
     "orphan": "bool",
 }
+# a column or event field not named in _KIND is not checked (add it there when adding one)
 _GROUPS: dict[str, tuple[int, ...]] = {}
 for _i, _column in enumerate(JOB_COLUMNS):
-    _GROUPS[_KIND[_column]] = (*_GROUPS.get(_KIND[_column], ()), _i)
+    if _column in _KIND:
+        _GROUPS[_KIND[_column]] = (*_GROUPS.get(_KIND[_column], ()), _i)
 _DESCRIBE = {
     "name": "a job name (a non-empty string without '/')",
     "state": f"a job state ({', '.join(JOB_STATES)})",
@@ -190,7 +192,7 @@ def event_problem(event: Any) -> str | None:
     return None  # an event of a kind this version does not know changes nothing
 
 
-_JOB_EVENT = {key: _KIND[key] for key in _JOB_FIELDS}
+_JOB_EVENT = {key: _KIND[key] for key in _JOB_FIELDS if key in _KIND}
 _TASK_EVENT = {
     "task": "str",
     "phase": "phase",
