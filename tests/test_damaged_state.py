@@ -467,3 +467,25 @@ def test_an_unreadable_status_yaml_damages_its_task(
     monkeypatch.setattr(Path, "read_text", refuse)
     code, _out, err = _run(repo, capsys, "status", A)
     assert code == 1 and f"{status}: cannot be read: Permission denied" in err
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "null",
+        '{"ev": "job"}',
+        '{"ev": "job", "job": "../x"}',
+        '{"ev": "job", "job": "c1", "state": "failed", "attempts": "x"}',
+        '{"ev": "job", "job": "c1", "state": "exploded"}',
+        '{"ev": "job", "job": "c1", "test": [1]}',
+        '{"ev": "task", "phase": 7}',
+    ],
+)
+def test_the_whole_log_replayed_finds_the_line_too(
+    repo: Repo, capsys: pytest.CaptureFixture[str], line: str
+) -> None:
+    """Without a snapshot (the whole log replayed) the same damage is found and located."""
+    number = _append_line(repo, line)
+    (repo.task_dir(A) / "status.yaml").unlink()
+    code, out, err = _run(repo, capsys, "status")
+    assert code == 1 and f"events.jsonl:{number}: " in err and B in out

@@ -12,10 +12,18 @@ import json
 from collections.abc import Collection, Iterable, Sequence
 from functools import partial
 from itertools import chain, compress
-from operator import is_not, itemgetter
+from operator import attrgetter, is_not, itemgetter
 from typing import Any
 
-from orchestra.status.model import _JOB_FIELDS, JOB_COLUMNS, JOB_STATES, TASK_PHASES, TaskRecord
+from orchestra.status.model import (
+    _JOB_FIELDS,
+    JOB_COLUMNS,
+    JOB_STATES,
+    TASK_PHASES,
+    JobRecord,
+    TaskRecord,
+    _row_values,
+)
 
 _STATES = frozenset(JOB_STATES)
 _PHASES = frozenset(TASK_PHASES)
@@ -122,6 +130,31 @@ def snapshot_rows_problem(rows: Sequence[Sequence[Any]], names: Collection[Any])
     if not _fits("bool", map(itemgetter(_TEST), rows)):  # counted with the state
         return _find(rows, "bool", (_TEST,))
     return rows_problem(list(compress(rows, map(_not_done, states))))
+
+
+def replayed_jobs_problem(
+    jobs: dict[str, JobRecord], touched: Collection[str] | None
+) -> str | None:
+    """What is wrong with jobs built by replaying events: with ``touched`` (the jobs a tail
+    after a snapshot changed, few) in every column; without (the whole log replayed) in the
+    columns :func:`snapshot_rows_problem` checks, at the same cost."""
+    if touched is not None:
+        return rows_problem(list(map(_row_values, map(jobs.__getitem__, touched))))
+    records = list(jobs.values())
+    try:
+        joined = "\n".join(jobs)
+    except TypeError:
+        joined = "/"
+    states = list(map(attrgetter("state"), records))
+    if (
+        "/" in joined
+        or "\0" in joined
+        or not _BAD_NAMES.isdisjoint(jobs)
+        or not _fits("state", states)
+        or not _fits("bool", map(attrgetter("test"), records))
+    ):
+        return rows_problem(list(map(_row_values, records)))  # to name it
+    return rows_problem(list(map(_row_values, compress(records, map(_not_done, states)))))
 
 
 def _find(rows: Sequence[Sequence[Any]], kind: str, columns: tuple[int, ...]) -> str:

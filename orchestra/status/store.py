@@ -29,6 +29,7 @@ from orchestra.errors import DamagedTaskError
 from orchestra.fsutil import atomic_write, now_iso, paused_gc
 from orchestra.status.check import (
     event_problem,
+    replayed_jobs_problem,
     rows_problem,
     snapshot_rows_problem,
     task_problem,
@@ -109,9 +110,9 @@ class TaskStore:
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
             raise self._damaged_log(offset, None) from None
         if record is not None and tail:
-            jobs = record.jobs
-            rows = [jobs[name].row() for name in set(changed)]
-            wrong = task_problem(record) or rows_problem(rows)
+            with paused_gc():
+                touched = set(changed) if offset else None
+                wrong = task_problem(record) or replayed_jobs_problem(record.jobs, touched)
             if wrong:
                 raise self._damaged_log(offset, wrong)
         if record is None and problem:
