@@ -125,10 +125,16 @@ def snapshot_rows_problem(rows: Sequence[Sequence[Any]], names: Collection[Any])
     if "/" in joined or "\0" in joined or not _BAD_NAMES.isdisjoint(names):
         return _find(rows, "name", (_NAME,))
     states = list(map(itemgetter(_STATE), rows))
-    if not _fits("state", states):
+    try:
+        distinct = set(states)
+    except TypeError:
+        distinct = {None}
+    if not distinct <= _STATES:
         return _find(rows, "state", (_STATE,))
     if not _fits("bool", map(itemgetter(_TEST), rows)):  # counted with the state
         return _find(rows, "bool", (_TEST,))
+    if distinct == {"done"}:
+        return None
     return rows_problem(list(compress(rows, map(_not_done, states))))
 
 
