@@ -62,10 +62,14 @@ examples:
   orchestra plan                          what would change, task by task
   orchestra plan --detailed-exitcode      exit 2 if anything would change (CI)
   orchestra plan -o plan.json             save it; 'orchestra apply plan.json' runs it
+  orchestra plan -o - | orchestra apply -  the saved plan on stdout (the plan shown on stderr)
   orchestra plan --format json
 
 A saved plan records digests of the specs and of the observed status: apply refuses it
-when either changed since.
+when either changed since. -o replaces only a regular file (or creates one): a symlink,
+FIFO, device or directory there is refused and left as it is.
+A task whose status files are damaged is reported (file, line, problem) and left out of the
+plan; the others are planned, and the exit code is 1.
 """
 
 APPLY_EPILOG = """\
@@ -76,7 +80,8 @@ examples:
 
 Idempotent: a job that finished with the same inputs never runs again. Ctrl-C stops the
 running jobs, leaves them pending and exits 130; the next apply resumes.
-exit codes: 0 done, 1 error, 3 a task this run acted on ended broken or finalized.
+exit codes: 0 done, 1 error (also: a task skipped, its status files damaged; the others
+are applied), 3 a task this run acted on ended broken or finalized.
 """
 
 RECONCILE_EPILOG = """\
@@ -118,6 +123,10 @@ examples:
   orchestra status --user alice
   orchestra status user.alice.my_task_tutorial --state failed
   orchestra status user.alice.my_task_tutorial --format json
+
+A task whose status files are damaged (events.jsonl lines that are not events, an
+unreadable status.yaml) is listed as "damaged", its file, line and problem on stderr (in
+JSON: an entry with "error"), and the exit code is 1; the other tasks are shown as usual.
 """
 
 
@@ -171,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         PLAN_EPILOG,
     )
     plan.add_argument("paths", nargs="*", metavar="PATH", help="spec files or directories")
-    plan.add_argument("-o", "--out", metavar="PLAN", help="save the plan (JSON) for 'apply PLAN'")
+    plan.add_argument(
+        "-o", "--out", metavar="PLAN", help="save the plan (JSON) for 'apply PLAN'; '-' for stdout"
+    )
     plan.add_argument(
         "--detailed-exitcode",
         action="store_true",

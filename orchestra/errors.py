@@ -6,6 +6,8 @@ message on stderr and an exit code. Any other exception escaping a command is a 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class FatalError(Exception):
     """A user-facing error: printed as ``orchestra: error: <message>``, exit code ``exit_code``."""
@@ -15,3 +17,31 @@ class FatalError(Exception):
         self.message = message
         self.exit_code = exit_code
         self.hint = hint
+
+
+class DamagedTaskError(FatalError):
+    """A task's files in storage are damaged: ``path`` (at ``line``, 1-based, when it is a line
+    of events.jsonl) holds what orchestra cannot read as its own. Commands that scan many tasks
+    report it and skip that task; a command on that task alone fails with it."""
+
+    def __init__(self, path: Path, line: int | None, message: str) -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(
+            f"task {path.parent.name} is damaged: {where}: {message}",
+            hint=f"repair or remove {path.name} ({path.parent}); the other tasks are unaffected",
+        )
+        self.path = path
+        self.line = line
+        self.problem = message
+
+    @property
+    def task_dir(self) -> Path:
+        return self.path.parent
+
+    def to_json(self) -> dict[str, object]:
+        """The error entry of ``--format json`` outputs."""
+        return {
+            "name": self.task_dir.name,
+            "directory": str(self.task_dir),
+            "error": {"file": str(self.path), "line": self.line, "message": self.problem},
+        }

@@ -5,11 +5,11 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestra.errors import FatalError
+from orchestra.errors import DamagedTaskError, FatalError
 from orchestra.plan.desired import DesiredTask, expand
 from orchestra.plan.observe import Orphan, find_orphans, find_task_dirs, observe
 from orchestra.plan.planner import Plan, make_plan
@@ -45,13 +45,39 @@ class Planned:
     observed: dict[str, TaskRecord | None]
     orphans: list[Orphan]
     plan: Plan
+    #: tasks left out of the plan: their sidecar is damaged (reported, exit 1)
+    damaged: list[DamagedTaskError] = field(default_factory=list)
 
 
 def make_full_plan(specs: SpecSet) -> Planned:
+    """The plan of the tasks asked for, without those whose sidecar is damaged: they are
+    in ``damaged``, and the others are planned as if they were not there."""
     desired = expand(specs, sorted(specs.requested_tasks))
-    observed = observe(desired)
-    orphans = find_orphans(specs)
-    return Planned(specs, desired, observed, orphans, make_plan(desired, observed, orphans))
+    damaged: list[DamagedTaskError] = []
+    observed = observe(desired, damaged)
+    orphans = find_orphans(specs, damaged)
+    desired = [task for task in desired if task.name in observed]
+    plan = make_plan(desired, observed, orphans)
+    return Planned(specs, desired, observed, orphans, plan, damaged)
+
+
+def report_damaged(damaged: Sequence[DamagedTaskError]) -> None:
+    """Each damaged task on stderr: its file, line and problem, and that it was skipped."""
+    for exc in damaged:
+        print(f"orchestra: error: {exc.message}; skipped", file=sys.stderr)
+    if damaged:
+        print(f"hint: {damaged[0].hint}", file=sys.stderr)
+
+
+def warn_replayed(records: Iterable[TaskRecord | None]) -> None:
+    """Say which snapshots were of the wrong shape (each task was read from its log)."""
+    for record in records:
+        if record is not None and record.snapshot_problem:
+            print(
+                f"orchestra: warning: {record.snapshot_problem}; read events.jsonl instead "
+                "(the next apply rewrites status.yaml)",
+                file=sys.stderr,
+            )
 
 
 def acting_user() -> str:
@@ -109,23 +135,36 @@ def check_owner(name: str, action: str) -> None:
         )
 
 
-def all_records(specs: SpecSet, *, summary: bool = False) -> list[tuple[Path, TaskRecord]]:
+def all_records(
+    specs: SpecSet, *, summary: bool = False, damaged: list[DamagedTaskError] | None = None
+) -> list[tuple[Path, TaskRecord]]:
     """Every task with a sidecar in the storages of the Clusters defined; with ``summary``,
-    from the snapshot's header alone where it is up to date (counts, no jobs)."""
+    from the snapshot's header alone where it is up to date (counts, no jobs). Damaged
+    tasks are left out and added to ``damaged`` (raised when that is None)."""
     storages = sorted({c.storage for c in specs.clusters.values()})
-    return [found for storage in storages for found in _records_in(storage, summary)]
+    return [found for storage in storages for found in _records_in(storage, summary, damaged)]
 
 
-def all_records_of(storage: Path) -> list[TaskRecord]:
-    """Every task with a sidecar in one storage."""
-    return [record for _dir, record in _records_in(storage)]
+def all_records_of(
+    storage: Path, damaged: list[DamagedTaskError] | None = None
+) -> list[TaskRecord]:
+    """Every task with a sidecar in one storage (damaged ones as in all_records)."""
+    return [record for _dir, record in _records_in(storage, False, damaged)]
 
 
-def _records_in(storage: Path, summary: bool = False) -> list[tuple[Path, TaskRecord]]:
+def _records_in(
+    storage: Path, summary: bool, damaged: list[DamagedTaskError] | None
+) -> list[tuple[Path, TaskRecord]]:
     found = []
     for task_dir in find_task_dirs(storage):
         store = TaskStore(task_dir)
-        record = (store.load_summary() if summary else None) or store.load()
+        try:
+            record = (store.load_summary() if summary else None) or store.load()
+        except DamagedTaskError as exc:
+            if damaged is None:
+                raise
+            damaged.append(exc)
+            continue
         if record is not None:
             found.append((task_dir, record))
     return found

@@ -11,6 +11,7 @@ from types import FrameType
 
 from orchestra.commands._progress import describe, make_progress
 from orchestra.engine.runner import Engine, TaskRun
+from orchestra.errors import DamagedTaskError
 from orchestra.plan.desired import DesiredTask
 
 EXIT_TASK_FAILED = 3
@@ -52,12 +53,19 @@ def run_engine(
     retry: Iterable[str] = (),
     wait: bool = True,
     commit: str | None = None,
+    damaged: list[DamagedTaskError] | None = None,
 ) -> list[TaskRun] | None:
-    """Prepare and drive ``work``; None when, once prepared, there was nothing to run."""
+    """Prepare and drive ``work``; None when, once prepared, there was nothing to run. A
+    task found damaged is skipped and added to ``damaged``; without that list, raised."""
     more_open_files()
     with sigterm_as_interrupt():
         engine = Engine(make_progress(sys.stderr))
         engine.prepare(work, retry=retry, commit=commit)
+        if engine.damaged:
+            if damaged is None:
+                engine.release()
+                raise engine.damaged[0]
+            damaged += engine.damaged
         if all(not r.count("pending") and not r.active for r in engine.runs) and all(
             r.phase in ("done", "finalized", "broken", "killed") for r in engine.runs
         ):

@@ -8,22 +8,36 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestra.commands._common import Planned, all_records_of, load_specs, make_full_plan
+from orchestra.commands._common import (
+    Planned,
+    all_records_of,
+    load_specs,
+    make_full_plan,
+    report_damaged,
+    warn_replayed,
+)
 from orchestra.commands._run import exit_code, print_outcome, run_engine
 from orchestra.commands.plan import print_plan
 from orchestra.engine.runner import TaskRun
 from orchestra.engine.stop import kill_task
-from orchestra.errors import FatalError
+from orchestra.errors import DamagedTaskError, FatalError
 from orchestra.spec.model import SpecSet
 
 
 def read_saved_plan(path: Path) -> dict[str, Any] | None:
     """The saved plan at ``path``, or None when ``path`` is not one."""
-    if path.suffix != ".json" or not path.is_file():
+    if path.name == "-":  # 'orchestra plan -o - | orchestra apply -'
+        text = sys.stdin.read()
+    elif path.suffix != ".json" or not path.is_file():
         return None
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, ValueError) as exc:
+            raise FatalError(f"{path}: not a readable plan file ({exc})") from exc
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        data = json.loads(text)
+    except ValueError as exc:
         raise FatalError(f"{path}: not a readable plan file ({exc})") from exc
     if not isinstance(data, dict) or "desired_digest" not in data:
         raise FatalError(f"{path}: not a plan saved by 'orchestra plan -o'")
@@ -38,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     specs = load_specs(paths, directory)
     planned = make_full_plan(specs)
     plan = planned.plan
+    warn_replayed([*planned.observed.values(), *(o.record for o in planned.orphans)])
     if saved is not None:
         if saved["desired_digest"] != plan.desired_digest:
             raise FatalError(
@@ -53,17 +68,19 @@ def run(args: argparse.Namespace) -> int:
     if text:
         print_plan(plan, sys.stdout)
     runs, pruned = execute(planned, wait=args.wait, prune=args.prune, force=args.force, text=text)
+    damaged = planned.damaged  # execute adds those the engine found damaged
     if runs is None:
         if text:
             print("Nothing to apply." + (f" Pruned {len(pruned)} orphan(s)." if pruned else ""))
         else:
-            _print_json([], pruned)
-        return 0
-    if text:
+            _print_json([], pruned, damaged)
+    elif text:
         print_outcome(runs)
     else:
-        _print_json(runs, pruned)
-    return exit_code(runs)
+        _print_json(runs, pruned, damaged)
+    # the others were applied; a damaged task is an error the user must see: exit 1
+    report_damaged(damaged)
+    return 1 if damaged else exit_code(runs or [])
 
 
 def execute(
@@ -87,25 +104,30 @@ def execute(
             if cluster is not None and orphan.record.phase != "killed":
                 kill_task(orphan.task_dir, cluster, reason="pruned: no spec defines it")
                 pruned.append(orphan.record.name)
-        pruned += _prune_cluster_jobs(specs, force=force, text=text)
+        pruned += _prune_cluster_jobs(specs, force=force, text=text, damaged=planned.damaged)
     _refresh_stale_snapshots(planned, exclude=work_names)
     if not work:
         return None, pruned
     local = all(t.cluster.backend == "local" for t in work)
-    return run_engine(work, wait=wait or local, commit=commit) or [], pruned
+    runs = run_engine(work, wait=wait or local, commit=commit, damaged=planned.damaged)
+    return runs or [], pruned
 
 
-def _print_json(runs: list[TaskRun], pruned: list[str]) -> None:
+def _print_json(runs: list[TaskRun], pruned: list[str], damaged: list[DamagedTaskError]) -> None:
     tasks = [
         {"name": r.name, "phase": r.phase, "message": r.record.message, "counts": r.record.counts()}
         for r in runs
     ]
-    json.dump({"tasks": tasks, "pruned": pruned}, sys.stdout, indent=2)
+    errors = [exc.to_json() for exc in damaged]
+    json.dump({"tasks": tasks, "pruned": pruned, "errors": errors}, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 
-def _prune_cluster_jobs(specs: SpecSet, *, force: bool, text: bool) -> list[str]:
-    """Delete the Kubernetes Jobs of orchestra that no sidecar knows as a current attempt."""
+def _prune_cluster_jobs(
+    specs: SpecSet, *, force: bool, text: bool, damaged: list[DamagedTaskError]
+) -> list[str]:
+    """Delete the Kubernetes Jobs of orchestra that no sidecar knows as a current attempt;
+    never those of a damaged task, whose current attempts cannot be known."""
     from orchestra.backends import create_backend
     from orchestra.engine.prune import choose_prunable, managed_job
 
@@ -113,7 +135,10 @@ def _prune_cluster_jobs(specs: SpecSet, *, force: bool, text: bool) -> list[str]
     for cluster in specs.clusters.values():
         if cluster.backend != "kubernetes":
             continue
-        records = all_records_of(cluster.storage)
+        unreadable: list[DamagedTaskError] = []
+        records = all_records_of(cluster.storage, unreadable)
+        damaged += [e for e in unreadable if e.path not in {d.path for d in damaged}]
+        skip = {e.task_dir.name for e in unreadable}
         owners = {r.owner or r.name.split(".")[1] for r in records}
         owners |= {t.owner for t in specs.tasks.values() if t.cluster == cluster.name}
         if not owners:
@@ -122,7 +147,9 @@ def _prune_cluster_jobs(specs: SpecSet, *, force: bool, text: bool) -> list[str]
         jobs = [
             managed_job(j) for j in backend.managed_jobs({backend.namespace_of(o) for o in owners})
         ]
-        current = {j.run_id for r in records for j in r.jobs.values() if j.run_id}
+        jobs = [job for job in jobs if job.task not in skip]
+        # (a done job's run id is read from status.yaml unchecked: a string, or not one)
+        current = {j.run_id for r in records for j in r.jobs.values() if isinstance(j.run_id, str)}
         for job in choose_prunable(jobs, current, set(specs.tasks), force=force):
             backend.delete_job(job.namespace, job.name)
             deleted.append(f"{job.namespace}/{job.name}")

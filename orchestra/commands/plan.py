@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from orchestra.commands._common import Planned, load_specs, make_full_plan
+from orchestra.commands._common import (
+    Planned,
+    load_specs,
+    make_full_plan,
+    report_damaged,
+    warn_replayed,
+)
 from orchestra.errors import FatalError
 from orchestra.fsutil import atomic_write, now_iso
 from orchestra.plan.planner import Plan, TaskPlan
@@ -19,22 +27,60 @@ MAX_JOB_LINES = 10
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out and args.out != "-":
+        check_plan_target(Path(args.directory) / args.out, args.out)  # before any work
     specs = load_specs(args.paths, args.directory)
     planned = make_full_plan(specs)
+    warn_replayed([*planned.observed.values(), *(o.record for o in planned.orphans)])
+    # with -o -, stdout carries the saved plan and the plan as --format says goes to stderr
+    out = sys.stderr if args.out == "-" else sys.stdout
     if args.out:
         save_plan(planned, args)
     if args.format == "json":
-        json.dump(plan_json(planned.plan), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        data = plan_json(planned.plan)
+        data["errors"] = [exc.to_json() for exc in planned.damaged]
+        json.dump(data, out, indent=2)
+        out.write("\n")
     elif args.format == "markdown":
-        print_markdown(planned.plan, sys.stdout)
+        print_markdown(planned.plan, out)
     else:
-        print_plan(planned.plan, sys.stdout, detail=args.detail)
-        if args.out:
+        print_plan(planned.plan, out, detail=args.detail)
+        if args.out and args.out != "-":
             print(f"\nSaved the plan to {args.out}; 'orchestra apply {args.out}' carries it out.")
+    if planned.damaged:
+        report_damaged(planned.damaged)
+        return 1
     if args.detailed_exitcode and planned.plan.has_changes:
         return EXIT_CHANGES
     return 0
+
+
+def check_plan_target(path: Path, shown: str) -> None:
+    """Refuse to replace anything but a regular file (or nothing) with a saved plan: the
+    plan is renamed over its target, which would replace a symlink, a FIFO or a device."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise FatalError(f"cannot write the plan to {shown}: {exc.strerror}") from exc
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a symbolic link"
+            if stat.S_ISLNK(mode)
+            else "a directory"
+            if stat.S_ISDIR(mode)
+            else "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file"
+        )
+        raise FatalError(
+            f"refusing to write the plan to {shown}: it is {kind}, not a regular file "
+            "(nothing was written)",
+            hint="name a new or a regular file, or '-o -' for stdout",
+        )
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
@@ -49,9 +95,15 @@ def save_plan(planned: Planned, args: argparse.Namespace) -> None:
     data["created"] = now_iso()
     data["paths"] = list(args.paths)
     data["directory"] = args.directory
+    text = json.dumps(data, indent=2) + "\n"
+    if args.out == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
     path = Path(args.directory) / args.out
+    check_plan_target(path, args.out)
     try:
-        atomic_write(path, json.dumps(data, indent=2) + "\n")
+        atomic_write(path, text)
     except OSError as exc:
         raise FatalError(f"cannot write the plan to {args.out}: {exc.strerror}") from exc
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestra.commands._common import acting_user, make_full_plan
+from orchestra.commands._common import acting_user, make_full_plan, report_damaged
 from orchestra.commands._run import exit_code, print_outcome
 from orchestra.commands.apply import execute
 from orchestra.commands.plan import plan_json, print_plan
@@ -106,6 +106,7 @@ def _pass(
             commit=commit.sha,
         )
         code = exit_code(runs) if runs else 0
+        code = 1 if planned.damaged else code  # the others were reconciled
         tasks = {r.name: {"phase": r.phase, "counts": r.record.counts()} for r in runs or []}
         for storage in storages:
             write_record(
@@ -125,6 +126,7 @@ def _pass(
     finally:
         for lock in reversed(locks):
             lock.release()
+    report_damaged(planned.damaged)
     if text:
         if runs:
             print_outcome(runs)
@@ -145,6 +147,7 @@ def _pass(
                     for r in runs or []
                 ],
                 "pruned": pruned,
+                "errors": [exc.to_json() for exc in planned.damaged],
                 "exitCode": code,
             },
         )

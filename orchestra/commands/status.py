@@ -9,8 +9,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from orchestra.commands._common import all_records, find_task, load_clusters
-from orchestra.errors import FatalError
+from orchestra.commands._common import (
+    all_records,
+    find_task,
+    load_clusters,
+    report_damaged,
+    warn_replayed,
+)
+from orchestra.errors import DamagedTaskError, FatalError
 from orchestra.fsutil import parse_iso
 from orchestra.spec.model import SpecSet
 from orchestra.status.model import JOB_STATES, TaskRecord, compact_json
@@ -20,16 +26,22 @@ def run(args: argparse.Namespace) -> int:
     specs = load_clusters(args.directory)
     if args.task:
         return _one_task(specs, args)
-    records = [record for _dir, record in all_records(specs, summary=True)]
+    damaged: list[DamagedTaskError] = []
+    records = [record for _dir, record in all_records(specs, summary=True, damaged=damaged)]
     if args.user:
         records = [
             r for r in records if r.owner == args.user or r.name.startswith(f"user.{args.user}.")
         ]
+        damaged = [e for e in damaged if e.task_dir.name.startswith(f"user.{args.user}.")]
+    warn_replayed(records)
+    report_damaged(damaged)
+    code = 1 if damaged else 0  # the others are listed; the damaged ones flagged, exit 1
     if args.format == "json":
-        json.dump([_task_json(r) for r in records], sys.stdout, indent=2)
+        entries = [_task_json(r) for r in records] + [e.to_json() for e in damaged]
+        json.dump(entries, sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return 0
-    if not records:
+        return code
+    if not records and not damaged:
         print("No tasks yet." + (f" (user {args.user})" if args.user else ""))
         return 0
     rows = [("TASK", "PHASE", "DONE", "RUNNING", "FAILED", "PENDING", "STARTED", "DURATION")]
@@ -47,13 +59,15 @@ def run(args: argparse.Namespace) -> int:
                 _duration(record.started, record.finished),
             )
         )
+    rows += [(e.task_dir.name, "damaged", "-", "-", "-", "-", "-", "-") for e in damaged]
     _table(rows)
-    return 0
+    return code
 
 
 def _one_task(specs: SpecSet, args: argparse.Namespace) -> int:
     found = find_task(specs, args.task)
     record = found.record
+    warn_replayed([record])
     if record is None:
         raise FatalError(f"{args.task} has not been applied yet: no status in {found.task_dir}")
     jobs = [j for j in record.jobs.values() if not j.orphan]
@@ -85,7 +99,7 @@ def _one_task(specs: SpecSet, args: argparse.Namespace) -> int:
     print()
     rows = [("JOB", "STATE", "ATTEMPTS", "EXIT", "STARTED", "DURATION", "NOTE")]
     for job in jobs:
-        note = job.warning or job.reason or ""
+        note = str(job.warning or job.reason or "")  # a done job's, from status.yaml: any
         rows.append(
             (
                 job.name + (" (test)" if job.test else ""),
@@ -120,8 +134,8 @@ def _age(stamp: str | None) -> str:
         return "-"
     try:
         seconds = time.time() - parse_iso(stamp)
-    except ValueError:
-        return stamp
+    except (ValueError, TypeError):  # not a time orchestra wrote (status.yaml is the user's)
+        return str(stamp)
     return _human(seconds) + " ago"
 
 
@@ -131,7 +145,7 @@ def _duration(start: str | None, end: str | None) -> str:
     try:
         finish = parse_iso(end) if end else time.time()
         return _human(finish - parse_iso(start))
-    except ValueError:
+    except (ValueError, TypeError):
         return "-"
 
 

@@ -23,6 +23,7 @@ from orchestra.backends import create_backend
 from orchestra.backends.attempts import UnsafeJobDirectory, archive_previous_attempt, output_written
 from orchestra.backends.base import Backend, JobEvent, JobRun
 from orchestra.engine.lock import TaskLock
+from orchestra.errors import DamagedTaskError
 from orchestra.fsutil import now_iso
 from orchestra.plan.desired import DesiredTask
 from orchestra.status.model import ACTIVE_JOB_STATES, TERMINAL_PHASES, JobRecord, TaskRecord
@@ -116,6 +117,7 @@ class Engine:
         self.progress = progress
         self.backends: dict[str, Backend] = {}
         self.runs: list[TaskRun] = []
+        self.damaged: list[DamagedTaskError] = []  # tasks skipped: their sidecar is damaged
         self._token = uuid.uuid4().hex[:16]
         self._attempts = 0
         self._refused: set[str] = set()  # tasks with an attempt that could not start
@@ -133,7 +135,10 @@ class Engine:
         retry = set(retry)
         try:
             for task in desired:
-                self._prepare_task(task, task.name in retry, commit)
+                try:
+                    self._prepare_task(task, task.name in retry, commit)
+                except DamagedTaskError as exc:  # that task's problem only: the others go on
+                    self.damaged.append(exc)
         except BaseException:
             self.release()
             raise

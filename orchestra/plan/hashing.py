@@ -35,7 +35,7 @@ class HashCache:
             loaded = json.loads(self.path.read_text(encoding="utf-8"))
             if isinstance(loaded, dict):
                 self._entries = loaded
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: nested too deeply
             pass
         self.jobs_path = self.path.parent / JOBS_CACHE_FILE
         self._jobs: dict[str, str] | None = None  # inputs key -> jobs digest, read when asked
@@ -48,7 +48,7 @@ class HashCache:
                 loaded = json.loads(self.jobs_path.read_text("utf-8"))
                 if isinstance(loaded, dict):
                     self._jobs = {k: v for k, v in loaded.items() if isinstance(v, str)}
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):  # RecursionError: nested too deeply
                 pass
         return self._jobs
 
@@ -80,8 +80,15 @@ class HashCache:
             if known is None:
                 st = stat(key)
                 entry = entries.get(key)
-                if entry is not None and entry[:3] == [st.st_size, st.st_mtime_ns, st.st_ino]:
-                    known = this_run[key] = str(entry[3])
+                # an entry of another shape (the file is the user's to damage) is rehashed
+                if (
+                    type(entry) is list
+                    and len(entry) == 4
+                    and entry[:3] == [st.st_size, st.st_mtime_ns, st.st_ino]
+                    and type(entry[3]) is str
+                    and len(entry[3]) == 64
+                ):
+                    known = this_run[key] = entry[3]
                 else:
                     known = self._hash(key, [st.st_size, st.st_mtime_ns, st.st_ino])
             out.append(known)

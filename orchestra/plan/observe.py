@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestra.errors import DamagedTaskError
 from orchestra.plan.desired import DesiredTask
 from orchestra.spec.model import SpecSet
 from orchestra.status.model import TaskRecord
@@ -20,21 +21,29 @@ class Orphan:
     task_dir: Path
 
 
-def observe(desired: list[DesiredTask]) -> dict[str, TaskRecord | None]:
+def observe(
+    desired: list[DesiredTask], damaged: list[DamagedTaskError] | None = None
+) -> dict[str, TaskRecord | None]:
     """Each task's record. When the snapshot says its jobs are exactly the desired ones (same
     names, same input digests), only the snapshot's header is read: a no-op plan of 100,000
-    jobs then parses no job line."""
+    jobs then parses no job line. A task whose sidecar is damaged is left out and its error
+    added to ``damaged`` (raised when that is None)."""
     observed: dict[str, TaskRecord | None] = {}
     for task in desired:
         store = TaskStore(task.task_dir)
-        summary = store.load_summary()
-        wanted = task.jobs_digest
-        relaunch = summary is not None and summary.phase == "killed"
-        relaunch = relaunch and summary is not None and summary.spec_digest != task.spec_digest
-        if summary is not None and summary.jobs_digest == wanted and not relaunch:
-            observed[task.name] = summary
-        else:
-            observed[task.name] = store.load()
+        try:
+            summary = store.load_summary()
+            wanted = task.jobs_digest
+            relaunch = summary is not None and summary.phase == "killed"
+            relaunch = relaunch and summary is not None and summary.spec_digest != task.spec_digest
+            if summary is not None and summary.jobs_digest == wanted and not relaunch:
+                observed[task.name] = summary
+            else:
+                observed[task.name] = store.load()
+        except DamagedTaskError as exc:
+            if damaged is None:
+                raise
+            damaged.append(exc)
     return observed
 
 
@@ -60,14 +69,21 @@ def find_task_dirs(storage: Path) -> list[Path]:
     return found
 
 
-def find_orphans(specs: SpecSet) -> list[Orphan]:
+def find_orphans(specs: SpecSet, damaged: list[DamagedTaskError] | None = None) -> list[Orphan]:
+    """The tasks with a sidecar and no spec; damaged ones go to ``damaged`` as in observe."""
     orphans = []
     storages = sorted({cluster.storage for cluster in specs.clusters.values()})
     for storage in storages:
         for directory in find_task_dirs(storage):
             if directory.name in specs.tasks:
                 continue
-            record = TaskStore(directory).load()
+            try:
+                record = TaskStore(directory).load()
+            except DamagedTaskError as exc:
+                if damaged is None:
+                    raise
+                damaged.append(exc)
+                continue
             if record is not None:
                 orphans.append(Orphan(record, directory))
     return orphans

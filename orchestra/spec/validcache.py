@@ -2,7 +2,8 @@
 
 Checking a document against JSON Schema costs ~0.5 ms and importing ``jsonschema`` ~100 ms;
 the same documents are checked again and again (every plan, every push, pre-commit). A document
-that passed is remembered by the SHA-256 of (its schema file, its canonical JSON form), so the
+that passed is remembered by the SHA-256 of (its schema file, its type-exact canonical form:
+:func:`canonical`), so the
 next run skips the schema check for it, and skips importing ``jsonschema`` altogether when
 every document is known. Only documents that passed are remembered: an invalid one is always
 checked, and editing a schema changes every key. The cache lives in ``$ORCHESTRA_CACHE_DIR``,
@@ -23,8 +24,31 @@ from typing import Any
 from orchestra import __version__
 from orchestra.resources import schema_path
 
-CACHE_FILE = "schema-valid-v1.txt"
+CACHE_FILE = "schema-valid-v2.txt"  # v1 keyed bytes and the string of their repr alike
 MAX_ENTRIES = 200_000
+
+
+_SCALARS = (str, int, float, bool, type(None))  # JSON tells these apart: "1", 1, 1.0, true
+
+
+def canonical(data: Any) -> Any:
+    """A JSON form of a YAML document in which two documents are equal only when they are of
+    the same types all through: every mapping and sequence is tagged, and a value JSON has no
+    type for (``!!binary`` bytes, a timestamp, a set) keeps its type's name. Plain JSON with
+    ``default=repr`` would give ``b'x'`` and the string ``"b'x'"``, or the keys ``1`` and
+    ``"1"``, one key: an invalid document then passed as the valid one did."""
+    kind = type(data)
+    if kind in _SCALARS:
+        return data
+    if kind is dict:
+        pairs = [[canonical(k), canonical(v)] for k, v in data.items()]
+        pairs.sort(key=lambda pair: json.dumps(pair[0]))
+        return {"m": pairs}
+    if kind is list or kind is tuple:
+        return {"l": [canonical(item) for item in data]}
+    if kind is bytes:
+        return {"b": data.hex()}
+    return {"t": f"{kind.__module__}.{kind.__qualname__}", "r": repr(data)}
 
 
 def cache_dir() -> Path:
@@ -48,8 +72,8 @@ class ValidCache:
         self._new: list[str] = []
 
     def key(self, kind: str, data: Any) -> str:
-        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=repr)
-        return hashlib.sha256(_schema_fingerprint(kind) + canonical.encode()).hexdigest()
+        text = json.dumps(canonical(data), separators=(",", ":"))
+        return hashlib.sha256(_schema_fingerprint(kind) + text.encode()).hexdigest()
 
     def _load(self) -> set[str]:
         if self._known is None:

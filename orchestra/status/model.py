@@ -250,6 +250,8 @@ class TaskRecord:
     #: status.yaml is behind events.jsonl (its writer died before the snapshot): apply
     #: rewrites it, so that readers of the snapshot see what the log says
     snapshot_stale: bool = False
+    #: why status.yaml was not used (its values of the wrong type...): read from the log
+    snapshot_problem: str | None = None
 
     def header_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name}
@@ -291,6 +293,8 @@ class TaskRecord:
                 job = self.jobs[name] = JobRecord(name)
             job.update(event)
             return [name]
+        if not isinstance(kind, str):  # events of other kinds (a newer version's) change nothing
+            raise TypeError(f"not an event: {kind!r:.40}")
         return []
 
     @property

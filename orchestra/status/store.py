@@ -25,8 +25,23 @@ from typing import Any
 
 import yaml
 
+from orchestra.errors import DamagedTaskError
 from orchestra.fsutil import atomic_write, now_iso, paused_gc
-from orchestra.status.model import JOB_COLUMNS, JobRecord, TaskRecord, encode_jobs, jobs_digest
+from orchestra.status.check import (
+    event_problem,
+    replayed_jobs_problem,
+    rows_problem,
+    snapshot_rows_problem,
+    task_problem,
+)
+from orchestra.status.model import (
+    JOB_COLUMNS,
+    JOB_STATES,
+    JobRecord,
+    TaskRecord,
+    encode_jobs,
+    jobs_digest,
+)
 
 STATUS_FILE = "status.yaml"
 EVENTS_FILE = "events.jsonl"
@@ -64,37 +79,81 @@ class TaskStore:
         return self.events_path.exists() or self.status_path.exists()
 
     def load(self) -> TaskRecord | None:
-        """The task as its sidecar says: the snapshot plus the events written after it."""
-        record, offset = read_snapshot(self.status_path)
+        """The task as its sidecar says: the snapshot plus the events written after it. A
+        snapshot of the wrong shape is ignored (the log is the truth; ``snapshot_problem``
+        says why); a log line that is not an event, or a sidecar file that cannot be read,
+        raises DamagedTaskError."""
+        record, offset, problem = _read_snapshot(self.status_path)
         try:
             size = self.events_path.stat().st_size
         except FileNotFoundError:
             size = 0
         if record is None or offset > size:
             record, offset = None, 0  # no snapshot, or one newer than its log: trust the log
-        try:
-            with open(self.events_path, "rb") as stream:
-                stream.seek(offset)
-                tail = stream.read()
-        except FileNotFoundError:
-            tail = b""
+        tail = self._read_log(offset)
+        if offset and tail[:1] != b"\n":  # the snapshot does not end where a line does
+            problem = f"eventsOffset {offset} is not at the end of a line of {EVENTS_FILE}"
+            record, offset = None, 0
+            tail = self._read_log(0)
+        elif offset:
+            tail = tail[1:]
         tail = tail[: tail.rfind(b"\n") + 1]  # without the torn line of a killed writer
-        for line in tail.split(b"\n"):
-            if not line:
-                continue
-            try:
+        changed: list[str] = []
+        try:
+            for line in tail.split(b"\n"):
+                if not line:
+                    continue
                 event = json.loads(line)
-            except ValueError:
-                continue
-            if record is None:
-                record = TaskRecord(event.get("task", self.task_dir.name))
-            record.apply(event)
+                if record is None:
+                    record = TaskRecord(event.get("task", self.task_dir.name))
+                changed += record.apply(event)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            raise self._damaged_log(offset, None) from None
+        if record is not None and tail:
+            with paused_gc():
+                touched = set(changed) if offset else None
+                wrong = task_problem(record) or replayed_jobs_problem(record.jobs, touched)
+            if wrong:
+                raise self._damaged_log(offset, wrong)
+        if record is None and problem:
+            raise DamagedTaskError(self.status_path, None, problem)
         self.record = record
         self._offset = offset + len(tail) if record is not None else 0
         if record is not None:
             record.log_size = size
             record.snapshot_stale = bool(tail) or not self.status_path.exists()
+            if problem:
+                record.snapshot_problem = f"{self.status_path}: {problem}"
         return record
+
+    def _read_log(self, offset: int) -> bytes:
+        """events.jsonl from ``offset`` (from the byte before it, to check a line ends there)."""
+        try:
+            with open(self.events_path, "rb") as stream:
+                stream.seek(max(0, offset - 1))
+                return stream.read()
+        except FileNotFoundError:
+            return b""
+        except OSError as exc:  # a directory, no permission
+            raise DamagedTaskError(self.events_path, None, _unreadable(exc)) from exc
+
+    def _damaged_log(self, offset: int, wrong: str | None) -> DamagedTaskError:
+        """The error naming the first line from ``offset`` on that is not an event (read
+        again, with line numbers: only once the replay has failed)."""
+        data = self._read_log(0)
+        number = data.count(b"\n", 0, offset) + 1
+        for line in data[offset:].split(b"\n")[:-1]:  # the last: torn, or empty
+            if line:
+                try:
+                    problem = event_problem(json.loads(line))
+                except ValueError:
+                    problem = "not a line of JSON"
+                except RecursionError:
+                    problem = "JSON nested too deeply"
+                if problem:
+                    return DamagedTaskError(self.events_path, number, problem)
+            number += 1
+        return DamagedTaskError(self.events_path, None, wrong or "its events do not replay")
 
     def refresh_snapshot(self) -> None:
         """Rewrite status.yaml from the log (the caller holds the task's lock)."""
@@ -105,18 +164,23 @@ class TaskStore:
 
     def load_summary(self) -> TaskRecord | None:
         """The task from the snapshot's header only (``jobs_loaded`` False), when the snapshot
-        is up to date with the log; None otherwise (then :meth:`load` it)."""
+        is up to date with the log and well formed; None otherwise (then :meth:`load` it)."""
         try:
             size = self.events_path.stat().st_size
             with open(self.status_path, encoding="utf-8") as stream:
                 header = _header(stream)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         if header.get("eventsOffset") != size or "jobsDigest" not in header or "name" not in header:
             return None
-        record = _from_mapping(header)
+        try:
+            record = _from_mapping(header)
+        except _BadSnapshot:
+            return None  # load() says what is wrong with it, and reads the log instead
+        if "counts" not in header:
+            return None
         record.jobs_loaded = False
-        record.summary_counts = header.get("counts")
+        record.summary_counts = header["counts"]
         record.jobs_digest = header["jobsDigest"]
         record.log_size = size
         return record
@@ -230,25 +294,80 @@ def read_snapshot(path: Path) -> tuple[TaskRecord | None, int]:
     """Parse ``status.yaml`` quickly (the job lines as one JSON array), falling back to a YAML
     parser for a file edited by hand. Returns (record, eventsOffset) or (None, 0): then the
     caller replays the whole log."""
+    record, offset, _problem = _read_snapshot(path)
+    return record, offset
+
+
+def _unreadable(exc: OSError) -> str:
+    if isinstance(exc, IsADirectoryError):
+        return "a directory where orchestra keeps a file"
+    return f"cannot be read: {exc.strerror or exc}"
+
+
+class _BadSnapshot(Exception):
+    """status.yaml parses but holds values of the wrong type: ignored, the log replayed."""
+
+
+def _read_snapshot(path: Path) -> tuple[TaskRecord | None, int, str | None]:
+    """:func:`read_snapshot`, and what is wrong with the snapshot when it is not used."""
     try:
         text = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, UnicodeDecodeError):
-        return None, 0
+    except FileNotFoundError:
+        return None, 0, None
+    except UnicodeDecodeError:
+        return None, 0, "not UTF-8 text"
+    except OSError as exc:  # a directory, no permission: nor can it be replaced
+        raise DamagedTaskError(path, None, _unreadable(exc)) from exc
     try:
         with paused_gc():
-            return _fast_parse(text)
+            return (*_fast_parse(text), None)
+    except _BadSnapshot as exc:
+        return None, 0, str(exc)
     except (ValueError, KeyError, IndexError, TypeError):
         pass
+    except RecursionError:  # JSON nested beyond the parser's stack: not orchestra's
+        return None, 0, "JSON nested too deeply"
     try:
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError:
-        return None, 0
+    except (yaml.YAMLError, RecursionError) as exc:
+        return None, 0, f"neither a snapshot nor YAML ({type(exc).__name__})"
     if not isinstance(data, dict) or "name" not in data:
-        return None, 0
+        return None, 0, "not a snapshot (a mapping with a name)"
     try:
-        return _from_mapping(data), int(data.get("eventsOffset", 0))
-    except (ValueError, TypeError, AttributeError):
-        return None, 0
+        record = _from_mapping(data)
+        offset = _offset(data)
+        _check_jobs(record)
+    except _BadSnapshot as exc:
+        return None, 0, str(exc)
+    except (ValueError, TypeError, AttributeError) as exc:
+        return None, 0, f"not a snapshot ({exc})"
+    return record, offset, None
+
+
+def _header_problem(header: dict[str, Any]) -> str | None:
+    """What is wrong with the snapshot's own fields (those not of the task), or None."""
+    counts = header.get("counts", dict.fromkeys(JOB_STATES, 0))
+    if not isinstance(counts, dict) or set(counts) != set(JOB_STATES):
+        return f"counts must map each of {', '.join(JOB_STATES)} to a number of jobs"
+    if not all(type(n) is int and n >= 0 for n in counts.values()):
+        return f"counts must map each of {', '.join(JOB_STATES)} to a number of jobs"
+    if type(header.get("jobsDigest", "")) is not str:
+        return "jobsDigest must be a string"
+    return None
+
+
+def _offset(header: dict[str, Any]) -> int:
+    offset = header.get("eventsOffset", 0)
+    if type(offset) is not int or offset < 0:
+        raise _BadSnapshot(f"eventsOffset must be a byte count, not {offset!r:.40}")
+    return offset
+
+
+def _check_jobs(record: TaskRecord) -> None:
+    """Check jobs read from a layout other than rows (the YAML fallback, old snapshots)."""
+    problem = rows_problem([job.row() for job in record.jobs.values()])
+    if problem:
+        raise _BadSnapshot(problem)
 
 
 _COLUMNS = list(JOB_COLUMNS)
@@ -278,7 +397,7 @@ def _fast_parse(text: str) -> tuple[TaskRecord, int]:
     header = _header(text[:at].split("\n"))
     columns = header.pop("jobColumns", None)
     record = _from_mapping(header)
-    offset = int(header.get("eventsOffset", 0))
+    offset = _offset(header)
     body = text[at + len("\njobs:") :]
     if body.startswith(" ["):  # rows: the rest of the file is one JSON array
         rows = json.loads(body)  # faster than orjson's for these many short strings
@@ -288,9 +407,13 @@ def _fast_parse(text: str) -> tuple[TaskRecord, int]:
         if len(parsed) != (lines.count("\n") + 1 if lines else 0):
             raise ValueError("duplicate job lines")
         record.jobs = {str(name): _job(name, fields, None) for name, fields in parsed.items()}
+        _check_jobs(record)
         return record, offset
-    if columns == _COLUMNS and all(type(row) is list for row in rows):
+    if columns == _COLUMNS and set(map(type, rows)) <= {list}:
         jobs = dict(zip(map(_first, rows), starmap(JobRecord, rows), strict=True))
+        problem = snapshot_rows_problem(rows, jobs)  # a wrong length failed JobRecord(*row)
+        if problem:
+            raise _BadSnapshot(problem)
     elif columns == _COLUMNS_WITH_LOG and all(type(row) is list for row in rows):
         jobs = {row[0]: JobRecord(*row[:-1]) for row in rows}  # as written on 2026-11-30
     else:
@@ -301,6 +424,8 @@ def _fast_parse(text: str) -> tuple[TaskRecord, int]:
     if len(jobs) != len(rows):
         raise ValueError("duplicate job lines")
     record.jobs = jobs
+    if columns != _COLUMNS:
+        _check_jobs(record)
     return record, offset
 
 
@@ -320,6 +445,9 @@ def _job(name: Any, fields: Any, columns: list[str] | None) -> JobRecord:
 def _from_mapping(data: dict[str, Any]) -> TaskRecord:
     record = TaskRecord(str(data["name"]))
     record.apply({"ev": "task", **{k: v for k, v in data.items() if k != "jobs"}})
+    problem = task_problem(record) or _header_problem(data)
+    if problem:
+        raise _BadSnapshot(problem)
     columns = data.get("jobColumns")
     jobs = data.get("jobs") or {}
     items = jobs.items() if isinstance(jobs, dict) else ((None, row) for row in jobs)
