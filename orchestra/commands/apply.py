@@ -8,7 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestra.commands._common import Planned, all_records_of, load_specs, make_full_plan
+from orchestra.commands._common import (
+    Planned,
+    all_records_of,
+    load_specs,
+    make_full_plan,
+    refuse_prune_if_invalid,
+)
 from orchestra.commands._run import exit_code, print_outcome, run_engine
 from orchestra.commands.plan import print_plan
 from orchestra.engine.runner import TaskRun
@@ -36,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if saved is not None:
         paths, directory = saved.get("paths", []), saved.get("directory", directory)
     specs = load_specs(paths, directory)
+    if args.prune:
+        refuse_prune_if_invalid(specs)
     planned = make_full_plan(specs)
     plan = planned.plan
     if saved is not None:
@@ -82,8 +90,11 @@ def execute(
     work = [task for task in planned.desired if task.name in work_names]
     pruned = []
     if prune:
+        refuse_prune_if_invalid(specs)
         for orphan in planned.orphans:
             cluster = specs.clusters.get(orphan.record.cluster)
+            if orphan.invalid_spec is not None:
+                continue  # its spec is there, only invalid (never reached: refused above)
             if cluster is not None and orphan.record.phase != "killed":
                 kill_task(orphan.task_dir, cluster, reason="pruned: no spec defines it")
                 pruned.append(orphan.record.name)

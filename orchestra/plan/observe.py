@@ -18,6 +18,9 @@ class Orphan:
 
     record: TaskRecord
     task_dir: Path
+    #: the invalid spec file that defines (or may define) it: then it is no orphan, and
+    #: nothing is pruned until that file is fixed
+    invalid_spec: str | None = None
 
 
 def observe(desired: list[DesiredTask]) -> dict[str, TaskRecord | None]:
@@ -69,5 +72,5 @@ def find_orphans(specs: SpecSet) -> list[Orphan]:
                 continue
             record = TaskStore(directory).load()
             if record is not None:
-                orphans.append(Orphan(record, directory))
+                orphans.append(Orphan(record, directory, specs.invalid_spec_of(directory.name)))
     return orphans
