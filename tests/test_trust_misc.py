@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from orchestra.plan.desired import job_name, job_names
 from tests.helpers import Repo
 
+pytest_plugins = ["tests.fakes.slurm_plugin"]
+
 
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Repo:
@@ -127,6 +129,25 @@ def test_a_spec_whose_name_cannot_be_read_makes_no_task_of_its_owner_an_orphan(
     assert repo.status("user.alice.b")["phase"] == "done"
 
 
+def test_a_task_using_a_dataset_whose_document_is_invalid_is_a_located_error(
+    repo: Repo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo.configs({"c0.txt": "ok\n"})
+    repo.write()  # users/alice/specs.yaml: the two Datasets
+    specs = repo.root / "users" / "alice" / "specs.yaml"
+    specs.write_text(specs.read_text().replace("path: data.txt", "pathh: data.txt"))
+    task_file = repo.root / "users" / "alice" / "t.yaml"
+    task_file.write_text(yaml.safe_dump(_task_doc("user.alice.t")))
+    assert repo.orchestra("plan", str(task_file)) == 1
+    err = capsys.readouterr().err
+    assert (
+        "users/alice/t.yaml:" in err
+        and "$.spec.data: Dataset 'user.alice.data' is defined in users/alice/specs.yaml, "
+        "which is invalid" in err
+    )
+    assert "internal error" not in err
+
+
 def test_a_task_using_a_cluster_whose_document_is_invalid_is_a_located_error(
     repo: Repo, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -227,9 +248,9 @@ def test_job_names_are_unique_and_safe_for_any_set_of_file_names(files: list[str
     for file, name in names.items():  # a safe stem no other file shares is its own name
         stem = file.rsplit(".", 1)[0] if "." in file[1:] else file
         others = [f for f in files if f != file]
-        if SAFE_FILE_NAME.fullmatch(stem) and stem not in (".", ".."):
-            if all((o.rsplit(".", 1)[0] if "." in o[1:] else o) != stem for o in others):
-                assert name == stem
+        unshared = all((o.rsplit(".", 1)[0] if "." in o[1:] else o) != stem for o in others)
+        if SAFE_FILE_NAME.fullmatch(stem) and stem not in (".", "..") and unshared:
+            assert name == stem
 
 
 def test_a_config_file_name_that_is_not_utf8_runs_end_to_end(
@@ -314,14 +335,18 @@ def test_apply_without_wait_returns_while_the_test_jobs_run_on_kubernetes(
         task = repo.task(testJobs=2)
         apply = repo.spawn("apply")  # a process: if it hangs, the deadline ends it
         try:
-            out, err = apply.communicate(timeout=120)
+            _out, err = apply.communicate(timeout=120)
         finally:
             apply.kill()
         assert apply.returncode == 0, err
         status = repo.status(task)
         assert status["phase"] == "testing"
         assert status["counts"] == {
-            "pending": 3, "submitted": 2, "running": 0, "done": 0, "failed": 0
+            "pending": 3,
+            "submitted": 2,
+            "running": 0,
+            "done": 0,
+            "failed": 0,
         }
         assert server.requests["PATCH Job"] == 2  # the test Jobs only
         # a later apply follows the tests and, once they passed, launches the rest
@@ -329,3 +354,62 @@ def test_apply_without_wait_returns_while_the_test_jobs_run_on_kubernetes(
             assert repo.orchestra("apply", "--wait") == 0
         assert repo.status(task)["phase"] == "done"
         assert server.requests["PATCH Job"] == 5
+
+
+def test_apply_without_wait_returns_while_the_test_jobs_run_on_slurm(
+    slurm_cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test job waits for a file the test makes only after apply has returned."""
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    monkeypatch.setenv("ORCHESTRA_USER", "alice")
+    repo = Repo(tmp_path / "specs")
+    cluster = yaml.safe_load((repo.root / "cluster.yaml").read_text())
+    cluster["spec"].update(backend="slurm", slurm={})
+    (repo.root / "cluster.yaml").write_text(yaml.safe_dump(cluster))
+    go = tmp_path / "go"
+    repo.configs({f"c{i}.txt": f"{i}\n" for i in range(3)})
+    task = repo.task(
+        testJobs=1, exec=f"while [ ! -e {go} ]; do sleep 0.1; done; cat %IN > %OUT  # %DATA"
+    )
+    apply = repo.spawn("apply")  # a process: if it hangs, the deadline ends it
+    try:
+        _out, err = apply.communicate(timeout=120)
+    finally:
+        apply.kill()
+        go.touch()  # the test job may end now
+    assert apply.returncode == 0, err
+    status = repo.status(task)
+    assert status["phase"] == "testing" and status["counts"]["pending"] == 2
+    assert repo.orchestra("apply", "--wait") == 0
+    assert repo.status(task)["phase"] == "done"
+
+
+# --- item 20: the distribution's name -------------------------------------------------
+
+# `pip install [options] orchestra` or `orchestra[extra]`: PyPI's orchestra, someone else's code
+_PYPI_ORCHESTRA = re.compile(r"pip3?\s+install\s+(?:-\S+\s+)*[\"']?orchestra(?![-\w])")
+
+
+def test_nothing_tells_users_to_install_the_pypi_project_named_orchestra() -> None:
+    from tests.conftest import ROOT
+
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "orchestra-gitops"
+    assert project["scripts"] == {"orchestra": "orchestra.cli:main"}
+    told = [ROOT / "README.md", ROOT / "Dockerfile", ROOT / ".pre-commit-hooks.yaml"]
+    for pattern in ("docs/**/*.md", "examples/**/*", "orchestra/**/*.py", "templates/**/*"):
+        told += [p for p in ROOT.glob(pattern) if p.is_file()]
+    wrong = [
+        f"{path.relative_to(ROOT)}: {match.group(0)}"
+        for path in told
+        for match in _PYPI_ORCHESTRA.finditer(path.read_text(errors="replace"))
+    ]
+    assert not wrong
+    assert _PYPI_ORCHESTRA.search("pip install --user orchestra")  # the test sees the old text
+    assert _PYPI_ORCHESTRA.search("pip install 'orchestra[validate-k8s]'")
+    assert not _PYPI_ORCHESTRA.search('pip install "orchestra-gitops @ git+https://x/o"')
+    for name in ("github-actions.yml", "gitlab-ci.yml"):  # the CI examples: from git
+        text = (ROOT / "examples" / "ci" / name).read_text()
+        assert 'ORCHESTRA_PIP: "orchestra-gitops @ git+https://' in text
+        assert 'pip install --user "$ORCHESTRA_PIP"' in text

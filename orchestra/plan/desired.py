@@ -155,9 +155,10 @@ def job_names(file_names: list[str]) -> dict[str, str]:
     ):  # the usual case: every stem is its job's name
         return dict(zip(file_names, stems, strict=True))
     shared = Counter(stems)
-    names = {f: stem for f, stem in zip(file_names, stems) if shared[stem] == 1 and _is_safe(stem)}
+    pairs = list(zip(file_names, stems, strict=True))
+    names = {f: stem for f, stem in pairs if shared[stem] == 1 and _is_safe(stem)}
     taken = set(names.values())
-    for file_name, stem in sorted(zip(file_names, stems)):
+    for file_name, stem in sorted(pairs):
         if file_name in names:
             continue
         base = name = _hashed(stem, file_name)
@@ -197,7 +198,7 @@ def shell_quote(text: str) -> str:
     for index, piece in enumerate(_ESCAPED_BYTES.split(text)):
         if index % 2:  # never a newline, which $(...) would strip: these bytes are >= 0x80
             octal = "".join(f"\\{byte:03o}" for byte in os.fsencode(piece))
-            words.append(f'"$(printf \'{octal}\')"')
+            words.append(f"\"$(printf '{octal}')\"")
         elif piece:
             words.append(shlex.quote(piece))
     return "".join(words)

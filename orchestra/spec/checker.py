@@ -104,11 +104,13 @@ def _broken_context(
     for task in specs.tasks.values():
         if task.doc.file not in requested:
             continue
-        refs = [("Cluster", "cluster", task.cluster, specs.clusters)]
-        refs += [("Dataset", f, getattr(task, f), specs.datasets) for f in ("data", "configs")]
-        for kind, field_name, name, table in refs:
+        refs = [("Cluster", "cluster", task.cluster, task.cluster in specs.clusters)]
+        for field_name in ("data", "configs"):
+            name = getattr(task, field_name)
+            refs.append(("Dataset", field_name, name, name in specs.datasets))
+        for kind, field_name, name, defined in refs:
             file = broken.get((kind, name))
-            if name in table or file is None or file in requested:
+            if defined or file is None or file in requested:
                 continue
             line, column = task.doc.locate(["spec", field_name])
             problems.append(
