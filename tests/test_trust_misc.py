@@ -140,11 +140,11 @@ def test_a_task_using_a_dataset_whose_document_is_invalid_is_a_located_error(
     task_file.write_text(yaml.safe_dump(_task_doc("user.alice.t")))
     assert repo.orchestra("plan", str(task_file)) == 1
     err = capsys.readouterr().err
-    assert (
-        "users/alice/t.yaml:" in err
-        and "$.spec.data: Dataset 'user.alice.data' is defined in users/alice/specs.yaml, "
-        "which is invalid" in err
+    expected = (
+        "$.spec.data: Dataset 'user.alice.data' is defined in users/alice/specs.yaml, "
+        "which is invalid"
     )
+    assert "users/alice/t.yaml:" in err and expected in err
     assert "internal error" not in err
 
 
@@ -413,3 +413,21 @@ def test_nothing_tells_users_to_install_the_pypi_project_named_orchestra() -> No
         text = (ROOT / "examples" / "ci" / name).read_text()
         assert 'ORCHESTRA_PIP: "orchestra-gitops @ git+https://' in text
         assert 'pip install --user "$ORCHESTRA_PIP"' in text
+
+
+def test_a_config_name_that_is_not_utf8_renders_as_a_valid_kubernetes_manifest(
+    repo: Repo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster = yaml.safe_load((repo.root / "cluster.yaml").read_text())
+    cluster["spec"].update(
+        backend="kubernetes", kubernetes={"volumeClaim": "shared", "mountPath": "/mnt/s"}
+    )
+    (repo.root / "cluster.yaml").write_text(yaml.safe_dump(cluster))
+    with open(os.fsencode(repo.files / "configs") + b"/caf\xe9.txt", "wb") as stream:
+        stream.write(b"x\n")
+    task = repo.task("t", bypass=True)
+    capsys.readouterr()
+    assert repo.orchestra("render", task) == 0
+    (job,) = yaml.safe_load_all(capsys.readouterr().out)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert "/mnt/s/alice/files/configs/caf\"$(printf '\\351')\".txt" in container["command"][2]
