@@ -5,6 +5,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends git openssh-client \
  && rm -rf /var/lib/apt/lists/*
 COPY . /src
+# from this checkout (distribution orchestra-gitops; PyPI's "orchestra" is another project)
 RUN pip install --no-cache-dir /src && rm -rf /src \
  && useradd --create-home --uid 10001 orchestra
 USER 10001

@@ -13,7 +13,10 @@ from tests.conftest import EXAMPLES, ROOT
 
 
 @pytest.mark.slow
-def test_pip_install_into_a_fresh_venv_validates_the_examples(tmp_path: Path) -> None:
+def test_pip_install_into_a_fresh_venv_validates_the_examples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the installed copy, not a source tree
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
@@ -44,3 +47,24 @@ def test_pip_install_into_a_fresh_venv_validates_the_examples(tmp_path: Path) ->
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ok: 4 documents in 3 files valid" in done.stdout
+    # the distribution is orchestra-gitops ("orchestra" on PyPI is an unrelated project);
+    # the command and the import package stay orchestra
+    probe = (
+        "from importlib.metadata import distribution, packages_distributions\n"
+        "d = distribution('orchestra-gitops')\n"
+        "print(d.metadata['Name'], d.version)\n"
+        "print(*[e.value for e in d.entry_points if e.group == 'console_scripts'])\n"
+        "print(*packages_distributions()['orchestra'])\n"
+    )
+    shown = subprocess.run(
+        [str(python), "-c", probe], cwd=elsewhere, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert shown[:3] == ["orchestra-gitops 0.1.0", "orchestra.cli:main", "orchestra-gitops"]
+    version = subprocess.run(
+        [str(env_dir / "bin" / "orchestra"), "--version"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert version.stdout.strip() == "orchestra 0.1.0"

@@ -1,10 +1,11 @@
 """Rendered manifests checked against the real Kubernetes OpenAPI schema, offline.
 
-``kubernetes-validate`` (an optional dependency: ``pip install 'orchestra[validate-k8s]'``)
-ships the schema of every Kubernetes version; its ``validate()`` rebuilds a validator per
-call (~13 ms). Here one validator per (apiVersion, kind) is built and reused (~0.3 ms per
-manifest). Strict mode: unknown fields are errors. Rules only the API server knows (a Job's
-``restartPolicy``, DNS-1123 names) are checked by orchestra's own tests.
+``kubernetes-validate`` (an optional dependency: the extra ``validate-k8s`` of the
+``orchestra-gitops`` distribution) ships the schema of every Kubernetes version; its
+``validate()`` rebuilds a validator per call (~13 ms). Here one validator per (apiVersion,
+kind) is built and reused (~0.3 ms per manifest). Strict mode: unknown fields are errors.
+Rules only the API server knows (a Job's ``restartPolicy``, DNS-1123 names) are checked by
+orchestra's own tests.
 
 Rendered manifests of one task differ only in the values orchestra puts in them (names,
 commands, digests), and each value leaves the template through ``tojson`` as a whole
@@ -44,7 +45,7 @@ class ManifestValidator:
             import kubernetes_validate.utils as kv
         except ImportError as exc:
             raise FatalError(
-                "--validate needs kubernetes-validate: pip install 'orchestra[validate-k8s]'"
+                "--validate needs kubernetes-validate: pip install kubernetes-validate"
             ) from exc
         self._kv = kv
         wanted = version or kv.latest_version()

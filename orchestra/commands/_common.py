@@ -35,7 +35,31 @@ def load_specs(paths: Sequence[str], directory: str) -> SpecSet:
     if not result.specs.requested_tasks and not result.files:
         where = ", ".join(paths) if paths else directory
         raise FatalError(f"no spec files found under {where}")
+    warn_invalid(result.specs)
     return result.specs
+
+
+def warn_invalid(specs: SpecSet) -> None:
+    """Files read as context that are invalid: their tasks are no orphans, --prune refuses."""
+    for file in specs.invalid_files:
+        print(
+            f"orchestra: warning: {file} is invalid (read for context): its tasks are not "
+            f"orphans and --prune is refused until it is fixed ('orchestra validate {file}')",
+            file=sys.stderr,
+        )
+
+
+def refuse_prune_if_invalid(specs: SpecSet) -> None:
+    """design.md, "Day 2": nothing is pruned while any document of the repository is invalid
+    (a task whose spec has a typo would otherwise be judged an orphan and stopped)."""
+    if specs.invalid_files:
+        files = ", ".join(specs.invalid_files)
+        raise FatalError(
+            f"--prune refused: the repository has invalid spec files ({files}); "
+            "nothing was pruned or applied",
+            hint=f"fix them ('orchestra validate {specs.invalid_files[0]}' shows why), "
+            "or run without --prune",
+        )
 
 
 @dataclass

@@ -13,6 +13,7 @@ from orchestra.commands._common import (
     all_records_of,
     load_specs,
     make_full_plan,
+    refuse_prune_if_invalid,
     report_damaged,
     warn_replayed,
 )
@@ -50,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if saved is not None:
         paths, directory = saved.get("paths", []), saved.get("directory", directory)
     specs = load_specs(paths, directory)
+    if args.prune:
+        refuse_prune_if_invalid(specs)
     planned = make_full_plan(specs)
     plan = planned.plan
     warn_replayed([*planned.observed.values(), *(o.record for o in planned.orphans)])
@@ -99,8 +102,11 @@ def execute(
     work = [task for task in planned.desired if task.name in work_names]
     pruned = []
     if prune:
+        refuse_prune_if_invalid(specs)
         for orphan in planned.orphans:
             cluster = specs.clusters.get(orphan.record.cluster)
+            if orphan.invalid_spec is not None:
+                continue  # its spec is there, only invalid (never reached: refused above)
             if cluster is not None and orphan.record.phase != "killed":
                 kill_task(orphan.task_dir, cluster, reason="pruned: no spec defines it")
                 pruned.append(orphan.record.name)

@@ -22,7 +22,14 @@ from orchestra.fsutil import atomic_write, now_iso
 from orchestra.plan.planner import Plan, TaskPlan
 
 EXIT_CHANGES = 2
-SYMBOLS = {"create": "+", "update": "~", "resume": ">", "unchanged": " ", "orphan": "!"}
+SYMBOLS = {
+    "create": "+",
+    "update": "~",
+    "resume": ">",
+    "unchanged": " ",
+    "orphan": "!",
+    "invalid": "?",
+}
 MAX_JOB_LINES = 10
 
 
@@ -139,6 +146,9 @@ def summary(plan: Plan) -> str:
     orphans = plan.by_action("orphan")
     if orphans:
         parts.append(_plural(len(orphans), "orphan"))
+    invalid = plan.by_action("invalid")
+    if invalid:
+        parts.append(f"{len(invalid)} with an invalid spec")
     if not parts:
         return "no tasks"
     return ", ".join(parts)
@@ -159,7 +169,7 @@ def _task_line(task: TaskPlan) -> str:
         what = (", ".join(bits) or "no job to run") + f" ({task.reason})"
     elif task.action == "resume":
         what = f"{_plural(task.pending, 'job')} to finish ({task.phase})"
-    elif task.action == "orphan":
+    elif task.action in ("orphan", "invalid"):
         what = f"{task.phase}, {task.pending} unfinished: {task.reason}"
     else:
         what = task.reason
@@ -181,7 +191,8 @@ def print_markdown(plan: Plan, out: TextIO) -> None:
 
 def print_plan(plan: Plan, out: TextIO, *, detail: bool = False) -> None:
     shown = [t for t in plan.tasks if t.action != "unchanged" or detail]
-    if not plan.has_work and not plan.by_action("orphan") and not detail:
+    listed = plan.by_action("orphan") or plan.by_action("invalid")
+    if not plan.has_work and not listed and not detail:
         out.write(f"No changes: the tasks match their specs ({summary(plan)}).\n")
         return
     for task in shown:

@@ -53,8 +53,11 @@ def _watch(source: Source, args: argparse.Namespace) -> int:
                 rejected = commit.sha
                 _report_invalid(commit, result, args)
         if good is not None:
+            # the head is invalid: the last valid commit is carried on, but nothing is pruned
+            # while a document of the repository is invalid (design.md, "Day 2")
+            head_invalid = commit is not None and commit.sha == rejected
             try:
-                _pass(source, good, args, result=good_result)
+                _pass(source, good, args, result=good_result, prune=not head_invalid)
             except FatalError as exc:  # e.g. the lock is busy: try again next time
                 print(f"orchestra: {exc}", file=sys.stderr)
         passes += 1
@@ -69,9 +72,10 @@ def _pass(
     args: argparse.Namespace,
     *,
     result: ValidationResult | None = None,
+    prune: bool = True,
 ) -> int:
     """One reconcile of ``commit``: validate (unless ``result`` says already), plan, lock the
-    storages, apply, record."""
+    storages, apply, record; ``prune=False`` prunes nothing even with ``--prune``."""
     text = args.format != "json"
     if result is None:
         result = source.validate(commit, offline=args.offline)
@@ -100,7 +104,7 @@ def _pass(
         runs, pruned = execute(
             planned,
             wait=args.wait,
-            prune=args.prune,
+            prune=args.prune and prune,
             force=args.force,
             text=text,
             commit=commit.sha,

@@ -274,7 +274,15 @@ class Engine:
                     live = [r for r in live if r.phase not in TERMINAL_PHASES]
                 if not live:
                     break
-                if not wait and all(not r.queue_tests and not r.queue_rest for r in live):
+                # Without --wait (Kubernetes, Slurm): stop once nothing more can be submitted.
+                # A task in testing launches the rest only when its test jobs have passed,
+                # and one whose test job failed launches nothing: a later apply or reconcile
+                # pass carries them on (design.md, "Local backend runs to completion").
+                if not wait and all(
+                    not (r.queue_tests and not (r.phase == "testing" and r.count("failed", True)))
+                    and not (r.queue_rest and r.phase == "running")
+                    for r in live
+                ):
                     break
                 submitted = self._schedule(live)
                 touched |= self._refused

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,7 +21,7 @@ from orchestra.plan.hashing import HashCache
 from orchestra.spec.model import ClusterSpec, SpecSet, TaskSpec
 from orchestra.status.model import jobs_digest
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # fullmatch: "$" would let a trailing newline in
 _SAFE_LINES = re.compile(r"[A-Za-z0-9._-]+(?:\n[A-Za-z0-9._-]+)*")  # safe names, one a line
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 PLACEHOLDER = re.compile(r"%(DATA|IN|OUT)(?![A-Za-z0-9_])")
@@ -51,7 +52,7 @@ class DesiredTask:
     configs_path: Path
     spec_digest: str
     job_names: list[str]
-    configs: list[str]
+    configs: list[str]  # the config files, as status names them (config_label)
     test_count: int
     #: digest of the jobs' (name, inputs digest) pairs, as status.yaml's ``jobsDigest``
     jobs_digest: str
@@ -114,45 +115,93 @@ def task_dir(cluster: ClusterSpec, owner: str, name: str) -> Path:
     return cluster.storage / owner / name
 
 
+def _stem(file_name: str) -> str:
+    return file_name.rsplit(".", 1)[0] if "." in file_name[1:] else file_name
+
+
+def _is_safe(stem: str) -> bool:
+    return bool(_SAFE_NAME.fullmatch(stem)) and stem not in (".", "..")
+
+
 def job_name(file_name: str) -> str:
     """The config file's stem when it is safe, otherwise the sanitised stem plus ``-`` and 8 hex
-    digits of the SHA-256 of the full file name (design.md, "Job names")."""
-    stem = file_name.rsplit(".", 1)[0] if "." in file_name[1:] else file_name
-    if _SAFE_NAME.match(stem) and stem not in (".", ".."):
-        return stem
-    return _hashed(stem, file_name)
+    digits of the SHA-256 of the full file name (design.md, "Job names"). Within a task,
+    :func:`job_names` decides: this is the name a file gets when it collides with none."""
+    stem = _stem(file_name)
+    return stem if _is_safe(stem) else _hashed(stem, file_name)
 
 
 def _hashed(stem: str, file_name: str) -> str:
     cleaned = _UNSAFE_CHARS.sub("_", stem).strip("._") or "job"
-    return f"{cleaned[:80]}-{hashlib.sha256(file_name.encode()).hexdigest()[:8]}"
+    # os.fsencode: a name that is not valid UTF-8 comes from os.listdir surrogate-escaped, and
+    # hashes as the bytes it is on disk (the same bytes as .encode() for every UTF-8 name)
+    return f"{cleaned[:80]}-{hashlib.sha256(os.fsencode(file_name)).hexdigest()[:8]}"
 
 
 def job_names(file_names: list[str]) -> dict[str, str]:
-    """Config file name -> job name, unique within the task: files whose stems collide
-    (``a.json`` and ``a.yaml``) all take the hashed form."""
-    stems = [f.rsplit(".", 1)[0] if "." in f[1:] else f for f in file_names]
+    """Config file name -> job name, unique within the task by construction, for any set of
+    file names. A safe stem no other file shares is its job's name (the usual case, checked
+    for all at once). Every other file takes its hashed name (stems that collide, ``a.json``
+    and ``a.yaml``, all do), in file name order; one already taken (a crafted or unlucky name
+    equal to another's) gets ``-2``, ``-3``... until it is free."""
+    stems = [_stem(f) for f in file_names]
+    joined = "\n".join(stems)
     if (
-        _SAFE_LINES.fullmatch("\n".join(stems))
+        _SAFE_LINES.fullmatch(joined)
+        and joined.count("\n") == len(stems) - 1  # no stem holds a newline itself
         and len(set(stems)) == len(stems)
         and "." not in stems
         and ".." not in stems
-    ):  # the usual case, checked for all at once: every stem is its job's name
+    ):  # the usual case: every stem is its job's name
         return dict(zip(file_names, stems, strict=True))
-    names = {f: job_name(f) for f in file_names}
-    seen: dict[str, int] = {}
-    for name in names.values():
-        seen[name] = seen.get(name, 0) + 1
-    for file_name, name in names.items():
-        if seen[name] > 1:
-            names[file_name] = _hashed(name, file_name)
+    shared = Counter(stems)
+    pairs = list(zip(file_names, stems, strict=True))
+    names = {f: stem for f, stem in pairs if shared[stem] == 1 and _is_safe(stem)}
+    taken = set(names.values())
+    for file_name, stem in sorted(pairs):
+        if file_name in names:
+            continue
+        base = name = _hashed(stem, file_name)
+        suffix = 1
+        while name in taken:  # base, base-2, base-3... are distinct: this ends
+            suffix += 1
+            name = f"{base}-{suffix}"
+        names[file_name] = name
+        taken.add(name)
     return names
+
+
+def config_label(file_name: str) -> str:
+    """How the status names a config file: by its name, or, when the name is not valid UTF-8
+    (os.listdir gives such bytes surrogate-escaped), with those bytes written ``\\xNN``, so
+    that status.yaml stays valid YAML and every status line prints."""
+    return os.fsencode(file_name).decode("utf-8", "backslashreplace")
 
 
 def render_command(exec_template: str, data: str, config: str, output: str) -> str:
     """``exec`` with %DATA, %IN and %OUT replaced by shell-quoted paths."""
-    quote = shlex.quote
+    quote = shell_quote
     return compile_template(exec_template)(quote(data), quote(config), quote(output))
+
+
+_ESCAPED_BYTES = re.compile("([\udc80-\udcff]+)")  # how os.fsdecode keeps bytes not UTF-8
+
+
+def shell_quote(text: str) -> str:
+    """``shlex.quote(text)``, except that a path that is not valid UTF-8 (os.listdir gives its
+    bytes surrogate-escaped) becomes one shell word of plain text, each such byte made by
+    ``printf`` ('caf'"$(printf '\\351')"'.txt'): the command then travels as JSON (events,
+    the Kubernetes API) and as a UTF-8 script, and the job gets the file's very bytes."""
+    if text.isascii() or not _ESCAPED_BYTES.search(text):
+        return shlex.quote(text)
+    words = []
+    for index, piece in enumerate(_ESCAPED_BYTES.split(text)):
+        if index % 2:  # never a newline, which $(...) would strip: these bytes are >= 0x80
+            octal = "".join(f"\\{byte:03o}" for byte in os.fsencode(piece))
+            words.append(f"\"$(printf '{octal}')\"")
+        elif piece:
+            words.append(shlex.quote(piece))
+    return "".join(words)
 
 
 def compile_template(exec_template: str) -> Callable[[str, str, str], str]:
@@ -216,6 +265,7 @@ class _Listing(NamedTuple):
     job_names: list[str]
     digests: list[str]  # of their contents
     key: str  # digest of the three, for the inputs key of the tasks that use the listing
+    labels: list[str]  # the config files as status names them (see config_label)
 
 
 # Changes when the way job digests are computed changes: the cached jobs digests go stale.
@@ -251,10 +301,16 @@ def _expand_task(
         digests = cache.path_digests([f"{configs_path}/{config}" for config in config_files])
         key = json.dumps([config_files, job_list, digests])
         listing = listings[configs_path] = _Listing(
-            config_files, job_list, digests, hashlib.sha256(key.encode()).hexdigest()
+            config_files,
+            job_list,
+            digests,
+            hashlib.sha256(key.encode()).hexdigest(),
+            config_files
+            if "".join(config_files).isascii()
+            else [config_label(config) for config in config_files],
         )
-    config_files, job_list, config_digests, listing_key = listing
-    quoted_data = shlex.quote(as_seen(data_path))
+    config_files, job_list, config_digests, listing_key, labels = listing
+    quoted_data = shell_quote(as_seen(data_path))
     seen_configs = as_seen(configs_path) + "/"
     seen_jobs = as_seen(directory) + f"/{JOBS_DIR}/"
     # Everything the jobs' digests (and names) are computed from, below: the same key, the
@@ -265,7 +321,7 @@ def _expand_task(
 
     def columns() -> tuple[list[str], list[str]]:
         """Each job's inputs digest and command."""
-        quote = shlex.quote
+        quote = shell_quote
         configs_plain = not _needs_quotes(seen_configs)
         outputs_plain = not _needs_quotes(seen_jobs) and not _needs_quotes(spec.output)
         output = "/" + spec.output
@@ -298,7 +354,7 @@ def _expand_task(
         Path(configs_path),
         spec_digest(spec),
         job_list,
-        config_files,
+        labels,
         0 if spec.bypass else spec.test_jobs,
         known or "",
         columns,

@@ -116,7 +116,8 @@ class HashCache:
             for name in sorted(filenames):
                 full = Path(dirpath) / name
                 relative = full.relative_to(path).as_posix()
-                digest.update(f"{relative}\0{self.file_digest(full)}\n".encode())
+                # fsencode: a name that is not UTF-8 is hashed as its bytes (.encode() raised)
+                digest.update(os.fsencode(f"{relative}\0{self.file_digest(full)}\n"))
         return digest.hexdigest()
 
     def save(self) -> None:

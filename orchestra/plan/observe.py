@@ -19,6 +19,9 @@ class Orphan:
 
     record: TaskRecord
     task_dir: Path
+    #: the invalid spec file that defines (or may define) it: then it is no orphan, and
+    #: nothing is pruned until that file is fixed
+    invalid_spec: str | None = None
 
 
 def observe(
@@ -85,5 +88,5 @@ def find_orphans(specs: SpecSet, damaged: list[DamagedTaskError] | None = None) 
                 damaged.append(exc)
                 continue
             if record is not None:
-                orphans.append(Orphan(record, directory))
+                orphans.append(Orphan(record, directory, specs.invalid_spec_of(directory.name)))
     return orphans

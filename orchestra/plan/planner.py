@@ -2,7 +2,8 @@
 
 Task actions: ``create`` (no sidecar yet), ``update`` (jobs to create or rerun, or a changed
 spec), ``resume`` (nothing changed, but jobs are still pending or running), ``unchanged``,
-``orphan`` (a sidecar with no spec: listed, touched only with ``--prune``). Job actions:
+``orphan`` (a sidecar with no spec: listed, touched only with ``--prune``), ``invalid`` (a
+sidecar whose spec fails validation: listed, never an orphan). Job actions:
 ``create`` (a new config file), ``rerun`` (inputs changed, judged by content digests), and
 ``orphan`` (its config file is gone). Unchanged jobs are counted, not listed.
 """
@@ -34,7 +35,7 @@ class TaskPlan:
     name: str
     owner: str
     cluster: str
-    action: str  # create | update | resume | unchanged | orphan
+    action: str  # create | update | resume | unchanged | orphan | invalid
     reason: str
     phase: str | None  # observed phase (None: never applied)
     jobs_total: int
@@ -120,13 +121,16 @@ def make_plan(
         if record.phase == "killed":
             continue  # stopped already: nothing left to prune
         counts = record.counts()
+        invalid = orphan.invalid_spec
         tasks.append(
             TaskPlan(
                 name=record.name,
                 owner=record.owner,
                 cluster=record.cluster,
-                action="orphan",
-                reason="no spec defines it any more (--prune stops it)",
+                action="invalid" if invalid else "orphan",
+                reason=f"its spec {invalid} is invalid: left as it is until fixed"
+                if invalid
+                else "no spec defines it any more (--prune stops it)",
                 phase=record.phase,
                 jobs_total=sum(counts.values()),
                 test_jobs=0,

@@ -63,12 +63,14 @@ def validate_files(
     problems = list(problems)
     placed: list[semantic.Placed] = []
     requested = {f.display for f in files if f.requested}
-    broken: set[tuple[str, str]] = set()  # (kind, name) of documents that failed the schema
+    broken: dict[tuple[str, str], str] = {}  # (kind, name) -> file, of schema failures
     documents = 0
     valid_cache = ValidCache()
+    read_files: dict[str, tuple[SpecFile, list[str | None]]] = {}
     for spec_file in files:
         loaded = read(spec_file)
         problems += loaded.diagnostics
+        read_files[spec_file.display] = (spec_file, [_name(d.data) for d in loaded.documents])
         for doc in loaded.documents:
             documents += spec_file.requested
             if doc.bad_keys:  # already reported by the loader; its data is not spec-shaped
@@ -82,15 +84,78 @@ def validate_files(
             if not schema_problems:
                 placed.append(semantic.Placed(spec_file, doc))
             else:
-                broken.add(_kind_and_name(doc.data))
+                broken.setdefault(_kind_and_name(doc.data), spec_file.display)
     valid_cache.save()
     specs, semantic_problems = semantic.check(placed, offline=offline, broken=broken)
     problems += semantic_problems
+    problems += _broken_context(specs, broken, requested)
+    _note_invalid(specs, problems, read_files)
     reported = sorted(
         {d for d in problems if d.category == "file" or d.file in requested},
         key=lambda d: (d.category not in ("file", "syntax"), d),
     )
     return ValidationResult(specs, reported, len(requested), documents)
+
+
+def _broken_context(
+    specs: SpecSet, broken: dict[tuple[str, str], str], requested: set[str]
+) -> list[Diagnostic]:
+    """A Task asked for that uses a Cluster or Dataset whose document, read as context only,
+    fails the schema: that document's own errors are not reported (its file was not asked
+    for), so the reference is, naming the file."""
+    problems = []
+    for task in specs.tasks.values():
+        if task.doc.file not in requested:
+            continue
+        refs = [("Cluster", "cluster", task.cluster, task.cluster in specs.clusters)]
+        for field_name in ("data", "configs"):
+            name = getattr(task, field_name)
+            refs.append(("Dataset", field_name, name, name in specs.datasets))
+        for kind, field_name, name, defined in refs:
+            file = broken.get((kind, name))
+            if defined or file is None or file in requested:
+                continue
+            line, column = task.doc.locate(["spec", field_name])
+            problems.append(
+                Diagnostic(
+                    task.doc.file,
+                    line,
+                    column,
+                    f"$.spec.{field_name}",
+                    f"{kind} {name!r} is defined in {file}, which is invalid "
+                    f"('orchestra validate {file}' shows why)",
+                    "semantic",
+                )
+            )
+    return problems
+
+
+def _note_invalid(
+    specs: SpecSet,
+    problems: list[Diagnostic],
+    read_files: dict[str, tuple[SpecFile, list[str | None]]],
+) -> None:
+    """Record in ``specs`` which files have a problem and which task names they may define,
+    reported or not: a task whose spec is invalid is never judged an orphan."""
+    invalid = {d.file for d in problems}
+    specs.invalid_files = sorted(invalid)
+    for display in specs.invalid_files:
+        spec_file, names = read_files.get(display, (None, []))
+        for name in names:
+            if name is not None:
+                specs.invalid_names.setdefault(name, display)
+        syntax = any(d.file == display and d.category in ("file", "syntax") for d in problems)
+        if syntax or None in names:  # a document whose name cannot be read
+            owner = spec_file.owner if spec_file is not None and spec_file.under_users else None
+            specs.unreadable_owners.setdefault(owner or "*", display)
+
+
+def _name(data: Any) -> str | None:
+    if isinstance(data, dict) and isinstance(data.get("metadata"), dict):
+        name = data["metadata"].get("name")
+        if isinstance(name, str):
+            return name
+    return None
 
 
 def _kind_and_name(data: Any) -> tuple[str, str]:

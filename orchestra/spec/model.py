@@ -112,6 +112,24 @@ class SpecSet:
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
     #: Tasks defined in the files asked for (the others were read as context only)
     requested_tasks: set[str] = field(default_factory=set)
+    #: Files of the repository with a problem (read as context when the command was not
+    #: given them): nothing may be pruned while there is one (design.md, "Day 2")
+    invalid_files: list[str] = field(default_factory=list)
+    #: name -> file of each document of an invalid file whose ``metadata.name`` reads
+    invalid_names: dict[str, str] = field(default_factory=dict)
+    #: owner -> file of an invalid document whose name does not read: none of that owner's
+    #: tasks can be judged an orphan; owner ``*`` (a file outside users/<owner>/): no one's
+    unreadable_owners: dict[str, str] = field(default_factory=dict)
+
+    def invalid_spec_of(self, name: str) -> str | None:
+        """The invalid file that defines, or may define, the task ``name``; None: none."""
+        parts = split_name(name)
+        owner = parts[0] if parts is not None else "*"
+        return (
+            self.invalid_names.get(name)
+            or self.unreadable_owners.get(owner)
+            or self.unreadable_owners.get("*")
+        )
 
 
 _DURATION = re.compile(r"([0-9]+)([smhd])")

@@ -24,6 +24,8 @@ import copy
 import json
 import random
 import re
+import select
+import socket
 import threading
 import time
 import uuid
@@ -113,8 +115,10 @@ class Faults:
     - ``429`` Too Many Requests with ``Retry-After``; ``500`` an internal error;
     - ``409`` a Conflict ("the object has been modified");
     - ``drop`` the connection closed without an answer;
-    - ``timeout`` the request is carried out but the answer comes ``timeout_delay`` seconds
-      late, after the client gave up waiting (so a retry repeats a write already done).
+    - ``timeout`` the request is carried out but the answer is held until the client gives
+      up waiting and closes the connection (so a retry repeats a write already done), at
+      most ``timeout_delay`` seconds: whatever the machine's speed, the client is never told.
+      ``abandoned`` counts the answers the client gave up on.
     """
 
     rate: float = 0.0
@@ -123,8 +127,9 @@ class Faults:
     latency: float = 0.0
     seed: int = 0
     every: int = 0
-    timeout_delay: float = 1.0
+    timeout_delay: float = 60.0
     injected: Counter[str] = field(default_factory=Counter)
+    abandoned: int = 0
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -367,6 +372,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _held_until_abandoned(self, limit: float) -> bool:
+        """Wait until the client closes the connection (it timed out), at most ``limit``
+        seconds; True when it did."""
+        deadline = time.monotonic() + limit
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _w, _x = select.select([self.connection], [], [], min(left, 0.5))
+            if readable:
+                try:
+                    return not self.connection.recv(1, socket.MSG_PEEK)  # b"": closed
+                except OSError:
+                    return True
+        return False
+
     def do_GET(self) -> None:
         self._dispatch("GET")
 
@@ -433,7 +451,9 @@ class _Handler(BaseHTTPRequestHandler):
         request = _Request(verb, kind, ns, name, match["sub"], query, body, self.headers)
         code, result = _handle(api, request)
         if fault == "timeout":  # done, but the answer comes after the client gave up
-            time.sleep(api.faults.timeout_delay)
+            if self._held_until_abandoned(api.faults.timeout_delay):
+                with api.lock:
+                    api.faults.abandoned += 1
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self._send(code, result)
