@@ -74,7 +74,7 @@ def validate_files(
         for doc in loaded.documents:
             documents += spec_file.requested
             if doc.bad_keys:  # already reported by the loader; its data is not spec-shaped
-                broken.add(_kind_and_name(doc.data))
+                broken.setdefault(_kind_and_name(doc.data), spec_file.display)
                 continue
             key = _cache_key(valid_cache, doc.data)
             schema_problems = [] if key and valid_cache.known_valid(key) else check_document(doc)
