@@ -1,14 +1,26 @@
-"""Small file-system helpers every layer may use: atomic writes and timestamps."""
+"""Small file-system helpers every layer may use: atomic writes, opening files that may be
+hostile (a job can replace any file of its task directory with a symlink, a FIFO or a device),
+and timestamps."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+
+from orchestra.errors import UnsafePath
+
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer (or fails with
+# ENXIO for writing); O_NOCTTY: a terminal device never becomes ours
+_NEVER_BLOCK = os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
 
 def atomic_write(
@@ -25,7 +37,11 @@ def atomic_write(
         chunks = [chunks]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:  # a new file, never what is there (a symlink planted at the name, a FIFO)
+            fd = os.open(tmp, _NEW_FILE, 0o644)
+        except FileExistsError:  # left by a killed process of the same pid, or planted
+            os.unlink(tmp)  # the name only, never what a symlink points to
+            fd = os.open(tmp, _NEW_FILE, 0o644)
         try:
             for chunk in chunks:
                 view = memoryview(chunk)
@@ -87,3 +103,95 @@ def resolved_outside(path: str | Path, root: str | Path) -> str | None:
     if real == real_root or real.startswith(real_root + os.sep):
         return None
     return real
+
+
+def kind_of(mode: int) -> str:
+    """What a file of this ``st_mode`` is, for messages: "a FIFO", "a symlink"..."""
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _symlink_problem(path: str | Path) -> str:
+    try:
+        return f"is a symlink (to {os.readlink(path)!r})"
+    except OSError:
+        return "is a symlink, or under one"
+
+
+def open_regular(
+    path: str | Path, flags: int = os.O_RDONLY, mode: int = 0o644, *, follow: bool = False
+) -> int:
+    """``os.open`` of a file that must be a regular file, which never blocks: a FIFO, a device,
+    a socket or a directory there raises :class:`UnsafePath` naming it, and so does a symlink
+    unless ``follow``. A missing file raises ``FileNotFoundError`` as ``os.open`` does."""
+    extra = _NEVER_BLOCK if follow else _NEVER_BLOCK | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags | extra, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePath(path, _symlink_problem(path)) from None
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads, opened for writing
+            raise UnsafePath(path, "is a FIFO, not a regular file") from None
+        if exc.errno == errno.EISDIR:
+            raise UnsafePath(path, "is a directory, not a regular file") from None
+        raise
+    try:
+        info = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise UnsafePath(path, f"is {kind_of(info.st_mode)}, not a regular file")
+    return fd
+
+
+def read_regular(path: str | Path, *, follow: bool = False) -> bytes:
+    """The content of a regular file (see :func:`open_regular`)."""
+    fd = open_regular(path, follow=follow)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def check_directory(path: str | Path, *, create: bool = False) -> bool:
+    """Whether ``path`` exists as a real directory (made, parents too, with ``create``).
+    Anything else there, a symlink to a directory included, raises :class:`UnsafePath`: a
+    task directory linked to another user's would have orchestra write into that one."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        if not create:
+            return False
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # made at the same time by another
+            os.mkdir(path)
+        info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafePath(path, f"{_symlink_problem(path)}, not a directory")
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafePath(path, f"is {kind_of(info.st_mode)}, not a directory")
+    return True
+
+
+def make_job_dir(job_dir: Path) -> None:
+    """Make ``<task dir>/jobs/<job>/`` (the task directory exists), refusing with
+    :class:`UnsafePath` a ``jobs`` or job directory that is a symlink or not a directory: a
+    job could have planted a link to another user's directory there."""
+    check_directory(job_dir.parent, create=True)
+    check_directory(job_dir, create=True)

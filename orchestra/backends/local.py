@@ -32,7 +32,8 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 
 from orchestra.backends.base import EXIT_MARKER, JobEvent, JobRun, read_exit_marker
-from orchestra.fsutil import now_iso
+from orchestra.errors import UnsafePath
+from orchestra.fsutil import make_job_dir, now_iso
 from orchestra.spec.model import ClusterSpec
 
 LOG_FILE = "log"
@@ -170,6 +171,8 @@ class LocalBackend:
             _prepare(run)
         except OSError as exc:
             error = exc
+        except UnsafePath as exc:  # the job fails, naming it; its task's other jobs go on
+            error = OSError(exc.message)
         self._queue.put((run, error))
 
     def poll(self, timeout: float) -> list[JobEvent]:
@@ -397,14 +400,9 @@ def _script(run: JobRun) -> str:
 
 def _prepare(run: JobRun) -> None:
     """Make the job's directory. An exit marker of an earlier attempt may stay: it names its
-    own run id, never this one."""
-    job_dir = str(run.job_dir)
-    try:
-        os.mkdir(job_dir)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        os.makedirs(job_dir, exist_ok=True)
+    own run id, never this one. A symlink as ``jobs`` or as the job's directory is refused
+    (:class:`UnsafePath`): the job's log would go where it leads."""
+    make_job_dir(run.job_dir)
 
 
 def _reason(status: int) -> str | None:

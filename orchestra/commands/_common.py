@@ -6,10 +6,10 @@ import getpass
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestra.errors import FatalError
+from orchestra.errors import FatalError, UnsafePath
 from orchestra.plan.desired import DesiredTask, expand
 from orchestra.plan.observe import Orphan, find_orphans, find_task_dirs, observe
 from orchestra.plan.planner import Plan, make_plan
@@ -45,13 +45,26 @@ class Planned:
     observed: dict[str, TaskRecord | None]
     orphans: list[Orphan]
     plan: Plan
+    #: tasks (or directories of orphans) left out as unsafe -> why (a symlinked task directory,
+    #: a FIFO as its status...): the others are planned and applied all the same
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 def make_full_plan(specs: SpecSet) -> Planned:
-    desired = expand(specs, sorted(specs.requested_tasks))
-    observed = observe(desired)
-    orphans = find_orphans(specs)
-    return Planned(specs, desired, observed, orphans, make_plan(desired, observed, orphans))
+    refused: dict[str, str] = {}
+    desired = expand(specs, sorted(specs.requested_tasks), refused)
+    observed = observe(desired, refused)
+    desired = [task for task in desired if task.name not in refused]
+    orphans = find_orphans(specs, refused)
+    plan = make_plan(desired, observed, orphans, refused)
+    return Planned(specs, desired, observed, orphans, plan, refused)
+
+
+def report_refused(refused: dict[str, str]) -> int:
+    """Name each refused task on stderr; the exit code of a command that met any: 1."""
+    for name, message in refused.items():
+        print(f"orchestra: error: {name} refused: {message}", file=sys.stderr)
+    return 1 if refused else 0
 
 
 def acting_user() -> str:
@@ -109,23 +122,33 @@ def check_owner(name: str, action: str) -> None:
         )
 
 
-def all_records(specs: SpecSet, *, summary: bool = False) -> list[tuple[Path, TaskRecord]]:
+def all_records(
+    specs: SpecSet, *, summary: bool = False, refused: dict[str, str] | None = None
+) -> list[tuple[Path, TaskRecord]]:
     """Every task with a sidecar in the storages of the Clusters defined; with ``summary``,
-    from the snapshot's header alone where it is up to date (counts, no jobs)."""
+    from the snapshot's header alone where it is up to date (counts, no jobs). An unsafe one
+    (a symlinked directory, a FIFO as a file of its sidecar) is named in ``refused``."""
     storages = sorted({c.storage for c in specs.clusters.values()})
-    return [found for storage in storages for found in _records_in(storage, summary)]
+    refused = {} if refused is None else refused
+    return [found for storage in storages for found in _records_in(storage, summary, refused)]
 
 
 def all_records_of(storage: Path) -> list[TaskRecord]:
-    """Every task with a sidecar in one storage."""
-    return [record for _dir, record in _records_in(storage)]
+    """Every task with a sidecar in one storage (an unsafe one left out)."""
+    return [record for _dir, record in _records_in(storage, False, {})]
 
 
-def _records_in(storage: Path, summary: bool = False) -> list[tuple[Path, TaskRecord]]:
+def _records_in(
+    storage: Path, summary: bool, refused: dict[str, str]
+) -> list[tuple[Path, TaskRecord]]:
     found = []
     for task_dir in find_task_dirs(storage):
         store = TaskStore(task_dir)
-        record = (store.load_summary() if summary else None) or store.load()
+        try:
+            record = (store.load_summary() if summary else None) or store.load()
+        except UnsafePath as exc:
+            refused[str(task_dir)] = exc.message
+            continue
         if record is not None:
             found.append((task_dir, record))
     return found

@@ -52,12 +52,16 @@ def run_engine(
     retry: Iterable[str] = (),
     wait: bool = True,
     commit: str | None = None,
+    refused: dict[str, str] | None = None,
 ) -> list[TaskRun] | None:
-    """Prepare and drive ``work``; None when, once prepared, there was nothing to run."""
+    """Prepare and drive ``work``; None when, once prepared, there was nothing to run. The
+    tasks the engine refused to touch (unsafe directories) are added to ``refused``."""
     more_open_files()
     with sigterm_as_interrupt():
         engine = Engine(make_progress(sys.stderr))
         engine.prepare(work, retry=retry, commit=commit)
+        if refused is not None:
+            refused.update(engine.refused)
         if all(not r.count("pending") and not r.active for r in engine.runs) and all(
             r.phase in ("done", "finalized", "broken", "killed") for r in engine.runs
         ):

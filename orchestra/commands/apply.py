@@ -8,7 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestra.commands._common import Planned, all_records_of, load_specs, make_full_plan
+from orchestra.commands._common import (
+    Planned,
+    all_records_of,
+    load_specs,
+    make_full_plan,
+    report_refused,
+)
 from orchestra.commands._run import exit_code, print_outcome, run_engine
 from orchestra.commands.plan import print_plan
 from orchestra.engine.runner import TaskRun
@@ -58,12 +64,12 @@ def run(args: argparse.Namespace) -> int:
             print("Nothing to apply." + (f" Pruned {len(pruned)} orphan(s)." if pruned else ""))
         else:
             _print_json([], pruned)
-        return 0
+        return report_refused(planned.refused)
     if text:
         print_outcome(runs)
     else:
         _print_json(runs, pruned)
-    return exit_code(runs)
+    return report_refused(planned.refused) or exit_code(runs)
 
 
 def execute(
@@ -92,7 +98,8 @@ def execute(
     if not work:
         return None, pruned
     local = all(t.cluster.backend == "local" for t in work)
-    return run_engine(work, wait=wait or local, commit=commit) or [], pruned
+    runs = run_engine(work, wait=wait or local, commit=commit, refused=planned.refused)
+    return runs or [], pruned
 
 
 def _print_json(runs: list[TaskRun], pruned: list[str]) -> None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from orchestra.commands._common import Planned, load_specs, make_full_plan
+from orchestra.commands._common import Planned, load_specs, make_full_plan, report_refused
 from orchestra.errors import FatalError
 from orchestra.fsutil import atomic_write, now_iso
 from orchestra.plan.planner import Plan, TaskPlan
@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
         print_plan(planned.plan, sys.stdout, detail=args.detail)
         if args.out:
             print(f"\nSaved the plan to {args.out}; 'orchestra apply {args.out}' carries it out.")
+    if planned.refused:
+        return report_refused(planned.refused)
     if args.detailed_exitcode and planned.plan.has_changes:
         return EXIT_CHANGES
     return 0
@@ -87,6 +89,8 @@ def summary(plan: Plan) -> str:
     orphans = plan.by_action("orphan")
     if orphans:
         parts.append(_plural(len(orphans), "orphan"))
+    if plan.refused:
+        parts.append(f"{len(plan.refused)} refused")
     if not parts:
         return "no tasks"
     return ", ".join(parts)
@@ -118,18 +122,21 @@ def print_markdown(plan: Plan, out: TextIO) -> None:
     """The plan as GitHub/GitLab markdown (a CI job summary, a merge-request comment)."""
     out.write(f"### Orchestra plan: {summary(plan)}\n\n")
     shown = [t for t in plan.tasks if t.action != "unchanged"]
-    if not shown:
+    if not shown and not plan.refused:
         out.write("No changes: the tasks match their specs.\n")
         return
     out.write("| | task | action | what |\n|---|---|---|---|\n")
     for task in shown:
         what = _task_line(task).split(f"{task.action}: ", 1)[1].replace("|", "\\|")
         out.write(f"| {SYMBOLS[task.action]} | `{task.name}` | {task.action} | {what} |\n")
+    for name, why in plan.refused.items():
+        cell = why.replace("|", "\\|")
+        out.write(f"| x | `{name}` | refused | {cell} |\n")
 
 
 def print_plan(plan: Plan, out: TextIO, *, detail: bool = False) -> None:
     shown = [t for t in plan.tasks if t.action != "unchanged" or detail]
-    if not plan.has_work and not plan.by_action("orphan") and not detail:
+    if not plan.has_work and not plan.by_action("orphan") and not plan.refused and not detail:
         out.write(f"No changes: the tasks match their specs ({summary(plan)}).\n")
         return
     for task in shown:
@@ -140,4 +147,6 @@ def print_plan(plan: Plan, out: TextIO, *, detail: bool = False) -> None:
             out.write(f"      {symbol} {change.name}  {change.action}: {change.reason}\n")
         if len(task.changes) > limit:
             out.write(f"      ... and {len(task.changes) - limit} more (--detail lists them)\n")
+    for name, why in plan.refused.items():  # left alone: neither applied nor changed
+        out.write(f"  x {name}  refused: {why}\n")
     out.write(f"\nPlan: {summary(plan)}.\n")

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestra.commands._common import acting_user, make_full_plan
+from orchestra.commands._common import acting_user, make_full_plan, report_refused
 from orchestra.commands._run import exit_code, print_outcome
 from orchestra.commands.apply import execute
 from orchestra.commands.plan import plan_json, print_plan
@@ -105,7 +105,7 @@ def _pass(
             text=text,
             commit=commit.sha,
         )
-        code = exit_code(runs) if runs else 0
+        code = 1 if planned.refused else exit_code(runs) if runs else 0  # refused: unsafe
         tasks = {r.name: {"phase": r.phase, "counts": r.record.counts()} for r in runs or []}
         for storage in storages:
             write_record(
@@ -148,6 +148,7 @@ def _pass(
                 "exitCode": code,
             },
         )
+    report_refused(planned.refused)
     return code
 
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from orchestra.commands._common import all_records, find_task, load_clusters
+from orchestra.commands._common import all_records, find_task, load_clusters, report_refused
 from orchestra.errors import FatalError
 from orchestra.fsutil import parse_iso
 from orchestra.spec.model import SpecSet
@@ -20,7 +20,8 @@ def run(args: argparse.Namespace) -> int:
     specs = load_clusters(args.directory)
     if args.task:
         return _one_task(specs, args)
-    records = [record for _dir, record in all_records(specs, summary=True)]
+    refused: dict[str, str] = {}
+    records = [record for _dir, record in all_records(specs, summary=True, refused=refused)]
     if args.user:
         records = [
             r for r in records if r.owner == args.user or r.name.startswith(f"user.{args.user}.")
@@ -28,10 +29,10 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         json.dump([_task_json(r) for r in records], sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return 0
+        return report_refused(refused)
     if not records:
         print("No tasks yet." + (f" (user {args.user})" if args.user else ""))
-        return 0
+        return report_refused(refused)
     rows = [("TASK", "PHASE", "DONE", "RUNNING", "FAILED", "PENDING", "STARTED", "DURATION")]
     for record in records:
         counts = record.counts()
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     _table(rows)
-    return 0
+    return report_refused(refused)
 
 
 def _one_task(specs: SpecSet, args: argparse.Namespace) -> int:

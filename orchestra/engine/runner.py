@@ -22,7 +22,8 @@ from typing import Any
 from orchestra.backends import create_backend
 from orchestra.backends.base import Backend, JobEvent, JobRun
 from orchestra.engine.lock import TaskLock
-from orchestra.fsutil import now_iso
+from orchestra.errors import UnsafePath
+from orchestra.fsutil import now_iso, read_regular
 from orchestra.plan.desired import DesiredTask
 from orchestra.status.model import ACTIVE_JOB_STATES, TERMINAL_PHASES, JobRecord, TaskRecord
 from orchestra.status.store import TaskStore
@@ -117,6 +118,8 @@ class Engine:
         self.runs: list[TaskRun] = []
         self._token = uuid.uuid4().hex[:16]
         self._attempts = 0
+        #: tasks left out as unsafe (a symlinked task directory, a FIFO as its log...) -> why
+        self.refused: dict[str, str] = {}
 
     # preparation ---------------------------------------------------------------------------
     def prepare(
@@ -127,11 +130,15 @@ class Engine:
         commit: str | None = None,
     ) -> None:
         """Lock each task, load its sidecar, recover what a previous process left running,
-        and bring its jobs in line with the specs. Nothing is launched yet."""
+        and bring its jobs in line with the specs. Nothing is launched yet. A task whose
+        directory is unsafe is left out, in :attr:`refused`: the others go on."""
         retry = set(retry)
         try:
             for task in desired:
-                self._prepare_task(task, task.name in retry, commit)
+                try:
+                    self._prepare_task(task, task.name in retry, commit)
+                except UnsafePath as exc:
+                    self.refused[task.name] = exc.message
         except BaseException:
             self.release()
             raise
@@ -470,10 +477,13 @@ class Engine:
         run.job_event(name, fields, flush=False)  # flushed after the batch; the marker knows too
 
     def _check_kill(self, run: TaskRun) -> None:
-        request = run.desired.task_dir / KILL_REQUEST
-        if run.phase in TERMINAL_PHASES or not request.exists():
+        if run.phase in TERMINAL_PHASES:
             return
-        self.kill(run, reason=_read(request))
+        request = run.desired.task_dir / KILL_REQUEST
+        reason = _read_request(request)
+        if reason is None:
+            return
+        self.kill(run, reason=reason)
         request.unlink(missing_ok=True)
 
     def kill(self, run: TaskRun, *, reason: str = "deleted") -> None:
@@ -529,8 +539,13 @@ class Engine:
             raise errors[0]
 
 
-def _read(path: Path) -> str:
+def _read_request(path: Path) -> str | None:
+    """The reason in a kill request; None without one. A FIFO, a device or a symlink there is
+    none that orchestra wrote (``delete`` writes a regular file): it is not opened for reading,
+    which could block the loop that drives every task of this apply."""
     try:
-        return path.read_text(encoding="utf-8").strip()
+        return read_regular(path).decode("utf-8", errors="replace").strip()
+    except (FileNotFoundError, UnsafePath):
+        return None
     except OSError:
-        return ""
+        return ""  # there but unreadable: a request all the same

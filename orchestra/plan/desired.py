@@ -14,7 +14,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import NamedTuple
 
-from orchestra.errors import FatalError
+from orchestra.errors import FatalError, UnsafePath
 from orchestra.fsutil import resolved_outside
 from orchestra.plan.hashing import HashCache
 from orchestra.spec.model import ClusterSpec, SpecSet, TaskSpec
@@ -186,17 +186,24 @@ def list_configs(configs_path: Path, files: str | None = None) -> list[str]:
             if entry.is_symlink() and not entry.name.startswith(".") and entry.is_file():
                 real = resolved_outside(entry.path, files)
                 if real is not None:
-                    raise FatalError(
-                        f"config {entry.path!r} is a symlink to {real!r}, outside {files!r}",
+                    raise UnsafePath(
+                        f"config {entry.path!r}",
+                        f"is a symlink to {real!r}, outside {files!r}",
                         hint="a job may only read its owner's files: copy the file instead",
                     )
     return sorted([e.name for e in entries if e.is_file() and not e.name.startswith(".")])
 
 
-def expand(specs: SpecSet, names: list[str] | None = None) -> list[DesiredTask]:
-    """Every Task of ``specs`` (or those named) with its jobs; reads configs and hashes files."""
+def expand(
+    specs: SpecSet, names: list[str] | None = None, refused: dict[str, str] | None = None
+) -> list[DesiredTask]:
+    """Every Task of ``specs`` (or those named) with its jobs; reads configs and hashes files.
+    A task whose files are unsafe (:class:`UnsafePath`: a FIFO or a link out of the owner's
+    files in its data) is left out and named in ``refused`` (task -> message) when given; it
+    raises otherwise."""
     caches: dict[Path, HashCache] = {}
     listings: dict[str, _Listing] = {}  # a configs directory shared by tasks is read once
+    safe_files: set[str] = set()  # owners' files directories that stay in their directory
     tasks = []
     for spec in sorted(specs.tasks.values(), key=lambda t: t.name):
         if names is not None and spec.name not in names:
@@ -205,7 +212,12 @@ def expand(specs: SpecSet, names: list[str] | None = None) -> list[DesiredTask]:
         cache = caches.get(cluster.storage)
         if cache is None:
             cache = caches[cluster.storage] = HashCache(cluster.storage)
-        tasks.append(_expand_task(spec, cluster, specs, cache, listings))
+        try:
+            tasks.append(_expand_task(spec, cluster, specs, cache, (listings, safe_files)))
+        except UnsafePath as exc:
+            if refused is None:
+                raise
+            refused[spec.name] = exc.message
     for cache in caches.values():
         cache.save()
     return tasks
@@ -227,10 +239,11 @@ def _expand_task(
     cluster: ClusterSpec,
     specs: SpecSet,
     cache: HashCache,
-    listings: dict[str, _Listing],
+    seen_before: tuple[dict[str, _Listing], set[str]],
 ) -> DesiredTask:
     # Plain strings, not pathlib, in the per-job loop: a no-op plan of 100,000 jobs spends
     # most of its time here.
+    listings, safe_files = seen_before
     storage = str(cluster.storage)
     files = f"{storage}/{spec.owner}/files"
     data_path = os.path.normpath(f"{files}/{specs.datasets[spec.data].path}")
@@ -241,7 +254,12 @@ def _expand_task(
     def as_seen(path: str) -> str:  # the path as a running job sees it
         return seen + path[len(storage) :]
 
-    data_digest = cache.digest(Path(data_path))
+    if files not in safe_files:  # checked once per owner
+        outside = resolved_outside(files, f"{storage}/{spec.owner}")
+        if outside is not None:
+            raise UnsafePath(files, f"resolves to {outside!r}, outside {storage}/{spec.owner}/")
+        safe_files.add(files)
+    data_digest = cache.digest(Path(data_path), files)
     env = json.dumps(spec.env, sort_keys=True)
     listing = listings.get(configs_path)
     if listing is None:

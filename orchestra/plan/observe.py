@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestra.errors import UnsafePath
 from orchestra.plan.desired import DesiredTask
 from orchestra.spec.model import SpecSet
 from orchestra.status.model import TaskRecord
@@ -20,26 +21,39 @@ class Orphan:
     task_dir: Path
 
 
-def observe(desired: list[DesiredTask]) -> dict[str, TaskRecord | None]:
+def observe(
+    desired: list[DesiredTask], refused: dict[str, str] | None = None
+) -> dict[str, TaskRecord | None]:
     """Each task's record. When the snapshot says its jobs are exactly the desired ones (same
     names, same input digests), only the snapshot's header is read: a no-op plan of 100,000
-    jobs then parses no job line."""
+    jobs then parses no job line. A task whose directory or sidecar is unsafe (a symlink, a
+    FIFO...) is left out and named in ``refused`` when given; it raises otherwise."""
     observed: dict[str, TaskRecord | None] = {}
     for task in desired:
-        store = TaskStore(task.task_dir)
-        summary = store.load_summary()
-        wanted = task.jobs_digest
-        relaunch = summary is not None and summary.phase == "killed"
-        relaunch = relaunch and summary is not None and summary.spec_digest != task.spec_digest
-        if summary is not None and summary.jobs_digest == wanted and not relaunch:
-            observed[task.name] = summary
-        else:
-            observed[task.name] = store.load()
+        try:
+            observed[task.name] = _observe(task)
+        except UnsafePath as exc:
+            if refused is None:
+                raise
+            refused[task.name] = exc.message
     return observed
 
 
+def _observe(task: DesiredTask) -> TaskRecord | None:
+    store = TaskStore(task.task_dir)
+    summary = store.load_summary()
+    wanted = task.jobs_digest
+    relaunch = summary is not None and summary.phase == "killed"
+    relaunch = relaunch and summary is not None and summary.spec_digest != task.spec_digest
+    if summary is not None and summary.jobs_digest == wanted and not relaunch:
+        return summary
+    return store.load()
+
+
 def find_task_dirs(storage: Path) -> list[Path]:
-    """Every ``<storage>/<user>/<task>/`` that holds a sidecar."""
+    """Every ``<storage>/<owner>/user.<owner>.<name>/`` that holds a sidecar, and every symlink
+    there named as a task's directory (loading it raises :class:`UnsafePath`: it is never
+    entered). A directory named for another user's task is not one of this user's."""
     found = []
     try:
         users = sorted(os.scandir(storage), key=lambda e: e.name)
@@ -52,22 +66,35 @@ def find_task_dirs(storage: Path) -> list[Path]:
             entries = sorted(os.scandir(user.path), key=lambda e: e.name)
         except OSError:
             continue
+        prefix = f"user.{user.name}."
         for entry in entries:
-            if entry.name.startswith("user.") and entry.is_dir():
+            if not entry.name.startswith(prefix):
+                continue
+            if entry.is_symlink():
+                found.append(Path(entry.path))
+            elif entry.is_dir(follow_symlinks=False):
                 path = Path(entry.path)
-                if (path / EVENTS_FILE).exists() or (path / STATUS_FILE).exists():
+                if os.path.lexists(path / EVENTS_FILE) or os.path.lexists(path / STATUS_FILE):
                     found.append(path)
     return found
 
 
-def find_orphans(specs: SpecSet) -> list[Orphan]:
+def find_orphans(specs: SpecSet, refused: dict[str, str] | None = None) -> list[Orphan]:
+    """Tasks in the storages without a spec; an unsafe one is named in ``refused`` (by its
+    directory) when given, raises otherwise."""
     orphans = []
     storages = sorted({cluster.storage for cluster in specs.clusters.values()})
     for storage in storages:
         for directory in find_task_dirs(storage):
             if directory.name in specs.tasks:
                 continue
-            record = TaskStore(directory).load()
+            try:
+                record = TaskStore(directory).load()
+            except UnsafePath as exc:
+                if refused is None:
+                    raise
+                refused[str(directory)] = exc.message
+                continue
             if record is not None:
                 orphans.append(Orphan(record, directory))
     return orphans

@@ -244,6 +244,12 @@ def _dataset_on_disk(
     shown = f"{files}/{dataset.path}"
     if not files.is_dir():
         return f"{str(files)!r} does not exist on cluster {cluster.name!r}"
+    outside = resolved_outside(files, files.parent)
+    if outside is not None:
+        return (
+            f"{str(files)!r} resolves to {outside!r}, outside <storage>/{dataset.owner}/ "
+            "(the files directory may not be a symlink to another user's or elsewhere)"
+        )
     outside = resolved_outside(target, files)
     if outside is not None:
         return (

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import operator
 import os
+import stat
 import time
 from collections.abc import Iterable
 from itertools import starmap
@@ -25,7 +26,15 @@ from typing import Any
 
 import yaml
 
-from orchestra.fsutil import atomic_write, now_iso, paused_gc
+from orchestra.errors import UnsafePath
+from orchestra.fsutil import (
+    atomic_write,
+    check_directory,
+    now_iso,
+    open_regular,
+    paused_gc,
+    read_regular,
+)
 from orchestra.status.model import JOB_COLUMNS, JobRecord, TaskRecord, encode_jobs, jobs_digest
 
 STATUS_FILE = "status.yaml"
@@ -61,23 +70,27 @@ class TaskStore:
 
     # reading -----------------------------------------------------------------------------
     def exists(self) -> bool:
-        return self.events_path.exists() or self.status_path.exists()
+        return os.path.lexists(self.events_path) or os.path.lexists(self.status_path)
 
     def load(self) -> TaskRecord | None:
-        """The task as its sidecar says: the snapshot plus the events written after it."""
+        """The task as its sidecar says: the snapshot plus the events written after it.
+        :class:`UnsafePath` when the task directory or a file of the sidecar is a symlink, a
+        FIFO or a device (never followed, never blocked on)."""
+        check_directory(self.task_dir)
         record, offset = read_snapshot(self.status_path)
         try:
-            size = self.events_path.stat().st_size
+            fd = open_regular(self.events_path)
         except FileNotFoundError:
-            size = 0
-        if record is None or offset > size:
-            record, offset = None, 0  # no snapshot, or one newer than its log: trust the log
-        try:
-            with open(self.events_path, "rb") as stream:
+            size, tail = 0, b""
+            if record is not None and offset > size:
+                record, offset = None, 0
+        else:
+            with open(fd, "rb") as stream:
+                size = os.fstat(fd).st_size
+                if record is None or offset > size:
+                    record, offset = None, 0  # no snapshot, or one newer than its log
                 stream.seek(offset)
                 tail = stream.read()
-        except FileNotFoundError:
-            tail = b""
         tail = tail[: tail.rfind(b"\n") + 1]  # without the torn line of a killed writer
         for line in tail.split(b"\n"):
             if not line:
@@ -93,7 +106,7 @@ class TaskStore:
         self._offset = offset + len(tail) if record is not None else 0
         if record is not None:
             record.log_size = size
-            record.snapshot_stale = bool(tail) or not self.status_path.exists()
+            record.snapshot_stale = bool(tail) or not os.path.lexists(self.status_path)
         return record
 
     def refresh_snapshot(self) -> None:
@@ -105,12 +118,17 @@ class TaskStore:
 
     def load_summary(self) -> TaskRecord | None:
         """The task from the snapshot's header only (``jobs_loaded`` False), when the snapshot
-        is up to date with the log; None otherwise (then :meth:`load` it)."""
+        is up to date with the log; None otherwise (then :meth:`load` it, which names what
+        is wrong with a file that is not a regular one)."""
+        check_directory(self.task_dir)
         try:
-            size = self.events_path.stat().st_size
-            with open(self.status_path, encoding="utf-8") as stream:
+            info = os.lstat(self.events_path)  # not stat: a symlink is not the log
+            if not stat.S_ISREG(info.st_mode):
+                return None
+            size = info.st_size
+            with open(open_regular(self.status_path), encoding="utf-8") as stream:
                 header = _header(stream)
-        except (OSError, ValueError):
+        except (OSError, ValueError, UnsafePath):
             return None
         if header.get("eventsOffset") != size or "jobsDigest" not in header or "name" not in header:
             return None
@@ -124,20 +142,18 @@ class TaskStore:
     # writing -----------------------------------------------------------------------------
     def open(self, record: TaskRecord) -> None:
         """Start writing. A torn last line left by a killed writer is cut off first."""
-        self.task_dir.mkdir(parents=True, exist_ok=True)
+        check_directory(self.task_dir, create=True)
+        # one descriptor, never a symlink's target nor a FIFO, for the append and the repair
+        fd = open_regular(self.events_path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
         self.record = record
         self._jobs_digest = None
         self._unsaved = bool(record.jobs)
-        self._stream = open(self.events_path, "ab")  # noqa: SIM115 (closed in close())
-        size = self._stream.seek(0, os.SEEK_END)
-        if size:
-            with open(self.events_path, "rb") as stream:
-                stream.seek(max(0, size - 1))
-                if stream.read(1) != b"\n":
-                    stream.seek(0)
-                    keep = stream.read().rfind(b"\n") + 1
-                    self._stream.truncate(keep)
-                    size = keep
+        self._stream = open(fd, "ab")  # noqa: SIM115 (closed in close())
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            keep = _after_last_newline(fd, size)
+            self._stream.truncate(keep)
+            size = keep
         self._offset = size
 
     def append(self, event: dict[str, Any], *, snapshot: bool = False, flush: bool = True) -> None:
@@ -226,12 +242,25 @@ class TaskStore:
             self._stream = None
 
 
+def _after_last_newline(fd: int, size: int) -> int:
+    """The offset just after the last newline of the file's first ``size`` bytes (0: none),
+    read backwards: a torn line is short, the log may be long."""
+    end = size
+    while end > 0:
+        start = max(0, end - (1 << 16))
+        at = os.pread(fd, end - start, start).rfind(b"\n")
+        if at >= 0:
+            return start + at + 1
+        end = start
+    return 0
+
+
 def read_snapshot(path: Path) -> tuple[TaskRecord | None, int]:
     """Parse ``status.yaml`` quickly (the job lines as one JSON array), falling back to a YAML
     parser for a file edited by hand. Returns (record, eventsOffset) or (None, 0): then the
-    caller replays the whole log."""
+    caller replays the whole log. :class:`UnsafePath` when it is not a regular file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path).decode("utf-8")
     except (FileNotFoundError, UnicodeDecodeError):
         return None, 0
     try:
