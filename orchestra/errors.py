@@ -27,7 +27,8 @@ class UnsafePath(FatalError):
     def __init__(self, path: object, problem: str, *, hint: str | None = None) -> None:
         super().__init__(
             f"{path} {problem}",
-            hint=hint or "orchestra follows no symlink and opens no FIFO or device there; "
+            hint=hint
+            or "orchestra follows no symlink and opens no FIFO or device there; "
             "remove it (a job may have planted it)",
         )
         self.path = str(path)

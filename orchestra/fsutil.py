@@ -16,7 +16,6 @@ from pathlib import Path
 
 from orchestra.errors import UnsafePath
 
-
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer (or fails with
 # ENXIO for writing); O_NOCTTY: a terminal device never becomes ours

@@ -88,7 +88,7 @@ def _pass(
             print_plan(planned.plan, sys.stdout)
         else:
             _print_json(commit, {"dryRun": True, "plan": plan_json(planned.plan)})
-        return 0
+        return report_refused(planned.refused)
     storages = sorted({c.storage for c in specs.clusters.values() if c.storage.is_dir()})
     locks = [ReconcileLock(storage) for storage in storages]
     try:

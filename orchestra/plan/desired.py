@@ -203,7 +203,7 @@ def expand(
     raises otherwise."""
     caches: dict[Path, HashCache] = {}
     listings: dict[str, _Listing] = {}  # a configs directory shared by tasks is read once
-    safe_files: set[str] = set()  # owners' files directories that stay in their directory
+    safe_files: set[Path] = set()  # owners' files directories that stay in their directory
     tasks = []
     for spec in sorted(specs.tasks.values(), key=lambda t: t.name):
         if names is not None and spec.name not in names:
@@ -213,7 +213,13 @@ def expand(
         if cache is None:
             cache = caches[cluster.storage] = HashCache(cluster.storage)
         try:
-            tasks.append(_expand_task(spec, cluster, specs, cache, (listings, safe_files)))
+            files = cluster.storage / spec.owner / "files"
+            if files not in safe_files:  # checked once per owner
+                outside = resolved_outside(files, files.parent)
+                if outside is not None:
+                    raise UnsafePath(files, f"resolves to {outside!r}, outside {files.parent}/")
+                safe_files.add(files)
+            tasks.append(_expand_task(spec, cluster, specs, cache, listings))
         except UnsafePath as exc:
             if refused is None:
                 raise
@@ -239,11 +245,10 @@ def _expand_task(
     cluster: ClusterSpec,
     specs: SpecSet,
     cache: HashCache,
-    seen_before: tuple[dict[str, _Listing], set[str]],
+    listings: dict[str, _Listing],
 ) -> DesiredTask:
     # Plain strings, not pathlib, in the per-job loop: a no-op plan of 100,000 jobs spends
     # most of its time here.
-    listings, safe_files = seen_before
     storage = str(cluster.storage)
     files = f"{storage}/{spec.owner}/files"
     data_path = os.path.normpath(f"{files}/{specs.datasets[spec.data].path}")
@@ -254,11 +259,6 @@ def _expand_task(
     def as_seen(path: str) -> str:  # the path as a running job sees it
         return seen + path[len(storage) :]
 
-    if files not in safe_files:  # checked once per owner
-        outside = resolved_outside(files, f"{storage}/{spec.owner}")
-        if outside is not None:
-            raise UnsafePath(files, f"resolves to {outside!r}, outside {storage}/{spec.owner}/")
-        safe_files.add(files)
     data_digest = cache.digest(Path(data_path), files)
     env = json.dumps(spec.env, sort_keys=True)
     listing = listings.get(configs_path)

@@ -150,7 +150,8 @@ def _tree_files(top: str, prefix: str, within: str | None) -> list[tuple[str, st
         entries = list(os.scandir(top))
     except OSError:
         return []  # as os.walk: a directory that cannot be listed is left out
-    files, directories = [], []
+    files: list[os.DirEntry[str]] = []
+    directories: list[os.DirEntry[str]] = []
     for entry in entries:
         (directories if entry.is_dir() else files).append(entry)
     found = []

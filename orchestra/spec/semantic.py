@@ -248,7 +248,7 @@ def _dataset_on_disk(
     if outside is not None:
         return (
             f"{str(files)!r} resolves to {outside!r}, outside <storage>/{dataset.owner}/ "
-            "(the files directory may not be a symlink to another user's or elsewhere)"
+            "(a symlink as the files directory may not lead out of it)"
         )
     outside = resolved_outside(target, files)
     if outside is not None:
