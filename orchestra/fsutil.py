@@ -172,15 +172,20 @@ def check_directory(path: str | Path, *, create: bool = False) -> bool:
     """Whether ``path`` exists as a real directory (made, parents too, with ``create``).
     Anything else there, a symlink to a directory included, raises :class:`UnsafePath`: a
     task directory linked to another user's would have orchestra write into that one."""
+    if create:
+        try:
+            os.mkdir(path)  # never through a symlink at ``path``: that is "exists"
+            return True
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            with contextlib.suppress(FileExistsError):  # made at the same time by another
+                os.mkdir(path)
+        except FileExistsError:
+            pass  # what is there is checked below
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        if not create:
-            return False
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with contextlib.suppress(FileExistsError):  # made at the same time by another
-            os.mkdir(path)
-        info = os.lstat(path)
+        return False
     if stat.S_ISLNK(info.st_mode):
         raise UnsafePath(path, f"{_symlink_problem(path)}, not a directory")
     if not stat.S_ISDIR(info.st_mode):
@@ -192,5 +197,8 @@ def make_job_dir(job_dir: Path) -> None:
     """Make ``<task dir>/jobs/<job>/`` (the task directory exists), refusing with
     :class:`UnsafePath` a ``jobs`` or job directory that is a symlink or not a directory: a
     job could have planted a link to another user's directory there."""
-    check_directory(job_dir.parent, create=True)
+    # ``jobs`` exists but for the first job, the job's directory but for a retry: a system
+    # call or two per launched job
+    if not check_directory(job_dir.parent):
+        check_directory(job_dir.parent, create=True)
     check_directory(job_dir, create=True)

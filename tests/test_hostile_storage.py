@@ -9,6 +9,7 @@ the test instead of hanging the suite."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import time
@@ -370,3 +371,62 @@ def test_a_data_directory_of_regular_files_and_links_inside_hashes_as_before(
     code, _out, err = run(repo, "apply")
     assert code == 0, err
     assert repo.status(task)["phase"] == "done"
+
+
+def _processes_working_in(directory: Path) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/cwd") == str(directory):
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            return stream.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def test_recovery_through_a_job_dir_symlinked_to_bobs_does_not_kill_bobs_job(
+    repo: Repo,
+) -> None:
+    """Recovery finds a running job by its working directory: through a job directory that
+    is a symlink to bob's, bob's job (one that cleared its environment) would pass for
+    alice's, and alice's delete would stop it."""
+    add_bob(repo, exec_line="exec env -i sleep 600 # %IN %OUT %DATA")
+    bobs_apply = repo.spawn("apply", "users/bob")
+    try:
+        bobs_job = bob_dir(repo) / "jobs" / "b1"
+        wait_for(lambda: _processes_working_in(bobs_job), "bob's job to run")
+        (pid,) = _processes_working_in(bobs_job)
+        repo.configs({"c1.txt": "one\n"})
+        task = repo.task()
+        jobs = repo.task_dir(task) / "jobs"
+        jobs.mkdir(parents=True)
+        (jobs / "c1").symlink_to(bobs_job)
+        events = [  # alice's orchestra died while her job ran
+            {"ev": "task", "task": task, "phase": "running", "owner": "alice", "cluster": "here"},
+            {
+                "ev": "job",
+                "job": "c1",
+                "config": "c1.txt",
+                "state": "running",
+                "attempts": 1,
+                "run": "0123456789abcdef00000001",
+            },
+        ]
+        lines = "".join(json.dumps(event) + "\n" for event in events)
+        (repo.task_dir(task) / "events.jsonl").write_text(lines)
+        code, out, err = run(repo, "delete", task)
+        assert code == 0, err
+        assert _alive(pid)  # bob's job runs on
+        assert bobs_apply.poll() is None
+    finally:
+        bobs_apply.terminate()
+        bobs_apply.communicate(timeout=DEADLINE)

@@ -33,7 +33,7 @@ from collections.abc import Collection, Mapping, Sequence
 
 from orchestra.backends.base import EXIT_MARKER, JobEvent, JobRun, read_exit_marker
 from orchestra.errors import UnsafePath
-from orchestra.fsutil import make_job_dir, now_iso
+from orchestra.fsutil import check_directory, make_job_dir, now_iso
 from orchestra.spec.model import ClusterSpec
 
 LOG_FILE = "log"
@@ -217,7 +217,11 @@ class LocalBackend:
     def recover(self, runs: Sequence[JobRun]) -> list[JobEvent]:
         if not runs:
             return []
-        alive = _processes_by_run_id({os.path.realpath(run.job_dir): run.run_id for run in runs})
+        # by working directory only a job directory that is one: through a symlink planted
+        # as it, another user's job working there would pass for this one
+        alive = _processes_by_run_id(
+            {os.path.realpath(run.job_dir): run.run_id for run in runs if _real_job_dir(run)}
+        )
         events = []
         for run in runs:
             pids = alive.get(run.run_id)
@@ -403,6 +407,13 @@ def _prepare(run: JobRun) -> None:
     own run id, never this one. A symlink as ``jobs`` or as the job's directory is refused
     (:class:`UnsafePath`): the job's log would go where it leads."""
     make_job_dir(run.job_dir)
+
+
+def _real_job_dir(run: JobRun) -> bool:
+    try:
+        return check_directory(run.job_dir.parent) and check_directory(run.job_dir)
+    except UnsafePath:
+        return False
 
 
 def _reason(status: int) -> str | None:

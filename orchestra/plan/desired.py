@@ -203,7 +203,7 @@ def expand(
     raises otherwise."""
     caches: dict[Path, HashCache] = {}
     listings: dict[str, _Listing] = {}  # a configs directory shared by tasks is read once
-    safe_files: set[Path] = set()  # owners' files directories that stay in their directory
+    safe_files: set[str] = set()  # owners whose files directory stays in their directory
     tasks = []
     for spec in sorted(specs.tasks.values(), key=lambda t: t.name):
         if names is not None and spec.name not in names:
@@ -213,12 +213,14 @@ def expand(
         if cache is None:
             cache = caches[cluster.storage] = HashCache(cluster.storage)
         try:
-            files = cluster.storage / spec.owner / "files"
-            if files not in safe_files:  # checked once per owner
-                outside = resolved_outside(files, files.parent)
+            owner_dir = f"{cluster.storage}/{spec.owner}"
+            if owner_dir not in safe_files:  # its files directory checked once per owner
+                outside = resolved_outside(f"{owner_dir}/files", owner_dir)
                 if outside is not None:
-                    raise UnsafePath(files, f"resolves to {outside!r}, outside {files.parent}/")
-                safe_files.add(files)
+                    raise UnsafePath(
+                        f"{owner_dir}/files", f"resolves to {outside!r}, outside {owner_dir}/"
+                    )
+                safe_files.add(owner_dir)
             tasks.append(_expand_task(spec, cluster, specs, cache, listings))
         except UnsafePath as exc:
             if refused is None:
