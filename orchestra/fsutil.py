@@ -23,11 +23,18 @@ _NEVER_BLOCK = os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
 
 def atomic_write(
-    path: Path, data: str | bytes | Sequence[bytes | memoryview], *, fsync: bool = True
+    path: Path,
+    data: str | bytes | Sequence[bytes | memoryview],
+    *,
+    fsync: bool = True,
+    dir_fd: int | None = None,
 ) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new file, never a torn
     one: write a temporary file beside it, fsync it, rename it over ``path``. ``data`` may be a
     sequence of chunks, written one after the other (a large one is not copied to join them).
+
+    With ``dir_fd`` (a directory opened before), ``path``'s name is written in that directory
+    whatever its path leads to now (a job may have replaced it with a symlink since).
 
     On failure (disk full, read-only storage) the previous file is left intact and the
     ``OSError`` propagates."""
@@ -35,12 +42,14 @@ def atomic_write(
     if isinstance(chunks, bytes | memoryview):
         chunks = [chunks]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if dir_fd is not None:
+        path, tmp = Path(path.name), Path(tmp.name)
     try:
         try:  # a new file, never what is there (a symlink planted at the name, a FIFO)
-            fd = os.open(tmp, _NEW_FILE, 0o644)
+            fd = os.open(tmp, _NEW_FILE, 0o644, dir_fd=dir_fd)
         except FileExistsError:  # left by a killed process of the same pid, or planted
-            os.unlink(tmp)  # the name only, never what a symlink points to
-            fd = os.open(tmp, _NEW_FILE, 0o644)
+            os.unlink(tmp, dir_fd=dir_fd)  # the name only, never what a symlink points to
+            fd = os.open(tmp, _NEW_FILE, 0o644, dir_fd=dir_fd)
         try:
             for chunk in chunks:
                 view = memoryview(chunk)
@@ -51,10 +60,10 @@ def atomic_write(
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
 
 
@@ -129,14 +138,20 @@ def _symlink_problem(path: str | Path) -> str:
 
 
 def open_regular(
-    path: str | Path, flags: int = os.O_RDONLY, mode: int = 0o644, *, follow: bool = False
+    path: str | Path,
+    flags: int = os.O_RDONLY,
+    mode: int = 0o644,
+    *,
+    follow: bool = False,
+    dir_fd: int | None = None,
 ) -> int:
     """``os.open`` of a file that must be a regular file, which never blocks: a FIFO, a device,
     a socket or a directory there raises :class:`UnsafePath` naming it, and so does a symlink
-    unless ``follow``. A missing file raises ``FileNotFoundError`` as ``os.open`` does."""
+    unless ``follow``. A missing file raises ``FileNotFoundError`` as ``os.open`` does.
+    ``dir_fd``: ``path`` is a name in that directory (as ``os.open``)."""
     extra = _NEVER_BLOCK if follow else _NEVER_BLOCK | os.O_NOFOLLOW
     try:
-        fd = os.open(path, flags | extra, mode)
+        fd = os.open(path, flags | extra, mode, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnsafePath(path, _symlink_problem(path)) from None
@@ -156,9 +171,9 @@ def open_regular(
     return fd
 
 
-def read_regular(path: str | Path, *, follow: bool = False) -> bytes:
+def read_regular(path: str | Path, *, follow: bool = False, dir_fd: int | None = None) -> bytes:
     """The content of a regular file (see :func:`open_regular`)."""
-    fd = open_regular(path, follow=follow)
+    fd = open_regular(path, follow=follow, dir_fd=dir_fd)
     try:
         chunks = []
         while chunk := os.read(fd, 1 << 20):
@@ -193,12 +208,25 @@ def check_directory(path: str | Path, *, create: bool = False) -> bool:
     return True
 
 
+def open_directory(path: str | Path) -> int:
+    """A descriptor of a real directory (a symlink there: :class:`UnsafePath`), for writing
+    in it by name after a job has had the chance to replace its path with a symlink."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            check_directory(path)  # names what is there instead
+        raise
+
+
 def make_job_dir(job_dir: Path) -> None:
     """Make ``<task dir>/jobs/<job>/`` (the task directory exists), refusing with
     :class:`UnsafePath` a ``jobs`` or job directory that is a symlink or not a directory: a
     job could have planted a link to another user's directory there."""
     # ``jobs`` exists but for the first job, the job's directory but for a retry: a system
-    # call or two per launched job
+    # call or two per launched job; and the task directory again: a job may have replaced it
+    # with a symlink since its engine locked it
+    check_directory(job_dir.parent.parent)
     if not check_directory(job_dir.parent):
         check_directory(job_dir.parent, create=True)
     check_directory(job_dir, create=True)

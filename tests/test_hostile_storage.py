@@ -423,10 +423,33 @@ def test_recovery_through_a_job_dir_symlinked_to_bobs_does_not_kill_bobs_job(
         ]
         lines = "".join(json.dumps(event) + "\n" for event in events)
         (repo.task_dir(task) / "events.jsonl").write_text(lines)
-        code, out, err = run(repo, "delete", task)
+        code, _out, err = run(repo, "delete", task)
         assert code == 0, err
         assert _alive(pid)  # bob's job runs on
         assert bobs_apply.poll() is None
     finally:
         bobs_apply.terminate()
         bobs_apply.communicate(timeout=DEADLINE)
+
+
+def test_a_job_that_swaps_its_task_dir_for_a_symlink_to_bobs_writes_nothing_there(
+    repo: Repo,
+) -> None:
+    """While its task runs, a job renames the task directory and puts a symlink to bob's in
+    its place: the engine goes on writing the log and snapshots into the directory it opened,
+    and launches no job through the link."""
+    add_bob(repo)
+    assert repo.orchestra("apply", "users/bob") == 0
+    before = contents(bob_dir(repo))
+    repo.configs({"c1.txt": "swap\n", "c2.txt": "two\n", "c3.txt": "three\n"})
+    here = repo.task_dir("user.alice.t")
+    swap = f"mv {here} {here}.moved && ln -s ../bob/user.bob.b {here}"
+    task = repo.task(exec=f"if grep -q swap %IN; then {swap}; fi; cat %IN > %OUT # %DATA")
+    code, _out, err = run(repo, "apply", "users/alice")
+    assert code in (0, 3), err  # jobs launched after the swap may fail, naming the link
+    assert "Traceback" not in err
+    assert contents(bob_dir(repo)) == before
+    moved = repo.storage / "alice" / f"{task}.moved"
+    events = (moved / "events.jsonl").read_text()  # the outcomes, in alice's own log
+    assert '"job":"c1"' in events and '"exitCode"' in events
+    assert repo.status(f"{task}.moved")["phase"] in ("done", "broken", "finalized")

@@ -11,12 +11,12 @@ re-queues the rest.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from orchestra.backends import create_backend
@@ -479,12 +479,16 @@ class Engine:
     def _check_kill(self, run: TaskRun) -> None:
         if run.phase in TERMINAL_PHASES:
             return
-        request = run.desired.task_dir / KILL_REQUEST
-        reason = _read_request(request)
+        # in the task directory this engine opened, wherever its path leads now
+        dir_fd = run.store.dir_fd
+        if dir_fd is None:  # not being written: not this engine's to drive
+            return
+        reason = _read_request(KILL_REQUEST, dir_fd)
         if reason is None:
             return
         self.kill(run, reason=reason)
-        request.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(KILL_REQUEST, dir_fd=dir_fd)
 
     def kill(self, run: TaskRun, *, reason: str = "deleted") -> None:
         """Cancel the task's running jobs and mark it killed."""
@@ -539,12 +543,12 @@ class Engine:
             raise errors[0]
 
 
-def _read_request(path: Path) -> str | None:
+def _read_request(path: str, dir_fd: int) -> str | None:
     """The reason in a kill request; None without one. A FIFO, a device or a symlink there is
     none that orchestra wrote (``delete`` writes a regular file): it is not opened for reading,
     which could block the loop that drives every task of this apply."""
     try:
-        return read_regular(path).decode("utf-8", errors="replace").strip()
+        return read_regular(path, dir_fd=dir_fd).decode("utf-8", errors="replace").strip()
     except (FileNotFoundError, UnsafePath):
         return None
     except OSError:

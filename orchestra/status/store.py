@@ -31,6 +31,7 @@ from orchestra.fsutil import (
     atomic_write,
     check_directory,
     now_iso,
+    open_directory,
     open_regular,
     paused_gc,
     read_regular,
@@ -63,6 +64,9 @@ class TaskStore:
         self.record: TaskRecord | None = None
         self._unsaved = False  # jobs changed since the last snapshot
         self._stream: Any = None
+        #: the task directory, held open while writing: the log and the snapshots go into it
+        #: even if a job replaces its path with a symlink meanwhile
+        self.dir_fd: int | None = None
         self._offset = 0
         self._last_snapshot = 0.0
         self._snapshot_cost = 0.0
@@ -143,8 +147,13 @@ class TaskStore:
     def open(self, record: TaskRecord) -> None:
         """Start writing. A torn last line left by a killed writer is cut off first."""
         check_directory(self.task_dir, create=True)
-        # one descriptor, never a symlink's target nor a FIFO, for the append and the repair
-        fd = open_regular(self.events_path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+        dir_fd = open_directory(self.task_dir)
+        try:  # one descriptor, never a symlink's target nor a FIFO, to append and repair
+            fd = open_regular(EVENTS_FILE, os.O_RDWR | os.O_APPEND | os.O_CREAT, dir_fd=dir_fd)
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        self.dir_fd = dir_fd
         self.record = record
         self._jobs_digest = None
         self._unsaved = bool(record.jobs)
@@ -227,7 +236,7 @@ class TaskStore:
         if self._stream is not None:
             self._stream.flush()
             os.fsync(self._stream.fileno())  # the snapshot never claims more than the log has
-        atomic_write(self.status_path, chunks)
+        atomic_write(self.status_path, chunks, dir_fd=self.dir_fd)
         self._unsaved = False
         self._last_snapshot = time.monotonic()
         self._snapshot_cost = self._last_snapshot - started
@@ -240,6 +249,9 @@ class TaskStore:
         finally:
             self._stream.close()
             self._stream = None
+            if self.dir_fd is not None:
+                os.close(self.dir_fd)
+                self.dir_fd = None
 
 
 def _after_last_newline(fd: int, size: int) -> int:
