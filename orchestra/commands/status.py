@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from orchestra.commands._common import all_records, find_task, load_clusters, report_refused
@@ -26,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
         records = [
             r for r in records if r.owner == args.user or r.name.startswith(f"user.{args.user}.")
         ]
+        refused = {d: why for d, why in refused.items() if Path(d).parent.name == args.user}
     if args.format == "json":
         json.dump([_task_json(r) for r in records], sys.stdout, indent=2)
         sys.stdout.write("\n")
