@@ -453,3 +453,26 @@ def test_a_job_that_swaps_its_task_dir_for_a_symlink_to_bobs_writes_nothing_ther
     events = (moved / "events.jsonl").read_text()  # the outcomes, in alice's own log
     assert '"job":"c1"' in events and '"exitCode"' in events
     assert repo.status(f"{task}.moved")["phase"] in ("done", "broken", "finalized")
+
+
+def test_a_fifo_as_the_exit_marker_does_not_hang_recovery(repo: Repo) -> None:
+    repo.configs({"c1.txt": "one\n"})
+    task = repo.task()
+    job = repo.job_dir(task, "c1")
+    job.mkdir(parents=True)
+    os.mkfifo(job / ".orchestra-exit")
+    events = [  # an orchestra died while the job ran; the job has ended since
+        {"ev": "task", "task": task, "phase": "running", "owner": "alice", "cluster": "here"},
+        {
+            "ev": "job",
+            "job": "c1",
+            "state": "running",
+            "attempts": 1,
+            "run": "00000000000000000001",
+        },
+    ]
+    lines = "".join(json.dumps(event) + "\n" for event in events)
+    (repo.task_dir(task) / "events.jsonl").write_text(lines)
+    code, _out, err = run(repo, "delete", task)
+    assert code == 0, err
+    assert repo.status(task)["phase"] == "killed"
