@@ -44,8 +44,8 @@ from typing import Any
 from orchestra.backends.base import EXIT_MARKER, JobEvent, JobRun, read_exit_marker
 from orchestra.backends.local import LOG_FILE, job_environment
 from orchestra.backends.templating import sandboxed_environment
-from orchestra.errors import FatalError
-from orchestra.fsutil import check_directory, make_job_dir, now_iso
+from orchestra.errors import FatalError, UnsafePath
+from orchestra.fsutil import check_directory, make_job_dir, now_iso, read_regular
 from orchestra.resources import data_dir
 from orchestra.spec.model import ClusterSpec, TaskSpec
 
@@ -551,8 +551,8 @@ def _read_indexes(directory: Path) -> dict[str, tuple[str, int]]:
         return found
     for name in names:
         try:
-            lines = (directory / name).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
+            lines = read_regular(directory / name).decode("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError, UnsafePath):  # a FIFO there: never read
             continue
         key = name[: -len(".runs")]
         for index, run_id in enumerate(lines):
