@@ -476,3 +476,14 @@ def test_a_fifo_as_the_exit_marker_does_not_hang_recovery(repo: Repo) -> None:
     code, _out, err = run(repo, "delete", task)
     assert code == 0, err
     assert repo.status(task)["phase"] == "killed"
+
+
+def test_apply_json_lists_the_refused_tasks(repo: Repo) -> None:
+    repo.configs({"c1.txt": "one\n"})
+    task = repo.task()
+    repo.task_dir(task).mkdir(parents=True)
+    os.mkfifo(repo.task_dir(task) / "status.yaml")
+    code, out, _err = run(repo, "apply", "--format", "json")
+    assert code == 1
+    refused = json.loads(out)["refused"]
+    assert refused == {task: f"{repo.task_dir(task) / 'status.yaml'} is a FIFO, not a regular file"}

@@ -63,12 +63,12 @@ def run(args: argparse.Namespace) -> int:
         if text:
             print("Nothing to apply." + (f" Pruned {len(pruned)} orphan(s)." if pruned else ""))
         else:
-            _print_json([], pruned)
+            _print_json([], pruned, planned.refused)
         return report_refused(planned.refused)
     if text:
         print_outcome(runs)
     else:
-        _print_json(runs, pruned)
+        _print_json(runs, pruned, planned.refused)
     return report_refused(planned.refused) or exit_code(runs)
 
 
@@ -102,12 +102,12 @@ def execute(
     return runs or [], pruned
 
 
-def _print_json(runs: list[TaskRun], pruned: list[str]) -> None:
+def _print_json(runs: list[TaskRun], pruned: list[str], refused: dict[str, str]) -> None:
     tasks = [
         {"name": r.name, "phase": r.phase, "message": r.record.message, "counts": r.record.counts()}
         for r in runs
     ]
-    json.dump({"tasks": tasks, "pruned": pruned}, sys.stdout, indent=2)
+    json.dump({"tasks": tasks, "pruned": pruned, "refused": refused}, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 
