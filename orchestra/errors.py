@@ -45,3 +45,21 @@ class DamagedTaskError(FatalError):
             "directory": str(self.task_dir),
             "error": {"file": str(self.path), "line": self.line, "message": self.problem},
         }
+
+
+class UnsafePath(FatalError):
+    """A path orchestra was to read, write or delete is not what orchestra puts there: a
+    symlink (which could lead into another user's directory), a FIFO or a device (on which a
+    read or an open blocks forever), or a file that leaves the owner's directory. It is refused,
+    naming the path. Under a task directory it is that task's problem only: the commands report
+    it and carry on with the other tasks (exit 1 at the end)."""
+
+    def __init__(self, path: object, problem: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            f"{path} {problem}",
+            hint=hint
+            or "orchestra follows no symlink and opens no FIFO or device there; "
+            "remove it (a job may have planted it)",
+        )
+        self.path = str(path)
+        self.problem = problem

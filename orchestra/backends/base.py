@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from orchestra.errors import UnsafePath
+from orchestra.fsutil import open_regular
 from orchestra.spec.model import TaskSpec
 
 EXIT_MARKER = ".orchestra-exit"
@@ -78,10 +81,14 @@ def read_exit_marker(run: JobRun) -> tuple[int, str] | None:
     """(exit code, when it was written) from the marker a job's shell writes as it ends,
     ``<code> <run id>``, if it is this attempt's and whole; else None."""
     path = run.job_dir / EXIT_MARKER
-    try:
-        text = path.read_text(encoding="utf-8")
-        mtime = path.stat().st_mtime
-    except (OSError, UnicodeDecodeError):
+    try:  # a FIFO or a symlink planted there is no marker: never opened for reading
+        fd = open_regular(path)
+        try:
+            mtime = os.fstat(fd).st_mtime
+            text = os.read(fd, 4096).decode("utf-8")
+        finally:
+            os.close(fd)
+    except (OSError, UnicodeDecodeError, UnsafePath):
         return None
     if not text.endswith("\n"):
         return None

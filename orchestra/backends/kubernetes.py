@@ -28,7 +28,7 @@ from kubernetes import client, config
 from orchestra.backends.base import JobEvent, JobRun
 from orchestra.backends.k8s_manifest import ManifestRenderer, job_name, label_value, namespace
 from orchestra.errors import FatalError
-from orchestra.fsutil import now_iso
+from orchestra.fsutil import make_job_dir, now_iso
 from orchestra.spec.model import ClusterSpec
 
 FIELD_MANAGER = "orchestra"
@@ -154,7 +154,7 @@ class KubernetesBackend:
             run_id=run.run_id,
             commit=run.commit,
         )
-        run.job_dir.mkdir(parents=True, exist_ok=True)  # the pod's working directory
+        make_job_dir(run.job_dir)  # the pod's working directory; never through a symlink
         try:
             self._apply(ns, name, manifest)
         except client.ApiException as exc:

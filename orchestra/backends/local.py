@@ -33,7 +33,8 @@ from collections.abc import Collection, Mapping, Sequence
 
 from orchestra.backends.attempts import LOG_FILE, output_written
 from orchestra.backends.base import EXIT_MARKER, JobEvent, JobRun, read_exit_marker
-from orchestra.fsutil import now_iso
+from orchestra.errors import UnsafePath
+from orchestra.fsutil import check_directory, make_job_dir, now_iso
 from orchestra.spec.model import ClusterSpec
 
 TERM_GRACE = 5.0
@@ -170,6 +171,8 @@ class LocalBackend:
             _prepare(run)
         except OSError as exc:
             error = exc
+        except UnsafePath as exc:  # the job fails, naming it; its task's other jobs go on
+            error = OSError(exc.message)
         self._queue.put((run, error))
 
     def poll(self, timeout: float) -> list[JobEvent]:
@@ -214,7 +217,11 @@ class LocalBackend:
     def recover(self, runs: Sequence[JobRun]) -> list[JobEvent]:
         if not runs:
             return []
-        alive = _processes_by_run_id({os.path.realpath(run.job_dir): run.run_id for run in runs})
+        # by working directory only a job directory that is one: through a symlink planted
+        # as it, another user's job working there would pass for this one
+        alive = _processes_by_run_id(
+            {os.path.realpath(run.job_dir): run.run_id for run in runs if _real_job_dir(run)}
+        )
         events = []
         for run in runs:
             pids = alive.get(run.run_id)
@@ -401,14 +408,16 @@ def _script(run: JobRun) -> str:
 
 def _prepare(run: JobRun) -> None:
     """Make the job's directory. An exit marker of an earlier attempt may stay: it names its
-    own run id, never this one."""
-    job_dir = str(run.job_dir)
+    own run id, never this one. A symlink as ``jobs`` or as the job's directory is refused
+    (:class:`UnsafePath`): the job's log would go where it leads."""
+    make_job_dir(run.job_dir)
+
+
+def _real_job_dir(run: JobRun) -> bool:
     try:
-        os.mkdir(job_dir)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        os.makedirs(job_dir, exist_ok=True)
+        return check_directory(run.job_dir.parent) and check_directory(run.job_dir)
+    except UnsafePath:
+        return False
 
 
 def _reason(status: int) -> str | None:

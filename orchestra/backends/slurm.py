@@ -45,8 +45,8 @@ from orchestra.backends.attempts import LOG_FILE
 from orchestra.backends.base import EXIT_MARKER, JobEvent, JobRun, read_exit_marker
 from orchestra.backends.local import job_environment
 from orchestra.backends.templating import sandboxed_environment
-from orchestra.errors import FatalError
-from orchestra.fsutil import now_iso
+from orchestra.errors import FatalError, UnsafePath
+from orchestra.fsutil import check_directory, make_job_dir, now_iso, read_regular
 from orchestra.resources import data_dir
 from orchestra.spec.model import ClusterSpec, TaskSpec
 
@@ -399,9 +399,9 @@ class SlurmBackend:
     def _submit_array(self, runs: list[JobRun], key: str, script: str) -> None:
         task_dir = runs[0].job_dir.parent.parent
         directory = task_dir / SUBMIT_DIR
-        directory.mkdir(parents=True, exist_ok=True)
+        check_directory(directory, create=True)  # never through a symlink
         for run in runs:
-            run.job_dir.mkdir(parents=True, exist_ok=True)
+            make_job_dir(run.job_dir)
         (directory / f"{key}.sh").write_text(script, encoding="utf-8")
         # which run id each index holds: written before sbatch, so that a later orchestra
         # can read the outcome of an array this one submitted and then died
@@ -552,8 +552,8 @@ def _read_indexes(directory: Path) -> dict[str, tuple[str, int]]:
         return found
     for name in names:
         try:
-            lines = (directory / name).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
+            lines = read_regular(directory / name).decode("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError, UnsafePath):  # a FIFO there: never read
             continue
         key = name[: -len(".runs")]
         for index, run_id in enumerate(lines):

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestra.errors import DamagedTaskError, FatalError
+from orchestra.errors import DamagedTaskError, FatalError, UnsafePath
 from orchestra.plan.desired import DesiredTask, expand
 from orchestra.plan.observe import Orphan, find_orphans, find_task_dirs, observe
 from orchestra.plan.planner import Plan, make_plan
@@ -69,20 +69,32 @@ class Planned:
     observed: dict[str, TaskRecord | None]
     orphans: list[Orphan]
     plan: Plan
+    #: tasks (or directories of orphans) left out as unsafe -> why (a symlinked task directory,
+    #: a FIFO as its status...): the others are planned and applied all the same
+    refused: dict[str, str] = field(default_factory=dict)
     #: tasks left out of the plan: their sidecar is damaged (reported, exit 1)
     damaged: list[DamagedTaskError] = field(default_factory=list)
 
 
 def make_full_plan(specs: SpecSet) -> Planned:
-    """The plan of the tasks asked for, without those whose sidecar is damaged: they are
-    in ``damaged``, and the others are planned as if they were not there."""
-    desired = expand(specs, sorted(specs.requested_tasks))
+    """The plan of the tasks asked for, without those orchestra refuses (unsafe files) or
+    whose sidecar is damaged: they are in ``refused`` / ``damaged``, and the others are
+    planned as if they were not there."""
+    refused: dict[str, str] = {}
     damaged: list[DamagedTaskError] = []
-    observed = observe(desired, damaged)
-    orphans = find_orphans(specs, damaged)
+    desired = expand(specs, sorted(specs.requested_tasks), refused)
+    observed = observe(desired, refused, damaged)
     desired = [task for task in desired if task.name in observed]
-    plan = make_plan(desired, observed, orphans)
-    return Planned(specs, desired, observed, orphans, plan, damaged)
+    orphans = find_orphans(specs, refused, damaged)
+    plan = make_plan(desired, observed, orphans, refused)
+    return Planned(specs, desired, observed, orphans, plan, refused, damaged)
+
+
+def report_refused(refused: dict[str, str]) -> int:
+    """Name each refused task on stderr; the exit code of a command that met any: 1."""
+    for name, message in refused.items():
+        print(f"orchestra: error: {name} refused: {message}", file=sys.stderr)
+    return 1 if refused else 0
 
 
 def report_damaged(damaged: Sequence[DamagedTaskError]) -> None:
@@ -160,30 +172,45 @@ def check_owner(name: str, action: str) -> None:
 
 
 def all_records(
-    specs: SpecSet, *, summary: bool = False, damaged: list[DamagedTaskError] | None = None
+    specs: SpecSet,
+    *,
+    summary: bool = False,
+    refused: dict[str, str] | None = None,
+    damaged: list[DamagedTaskError] | None = None,
 ) -> list[tuple[Path, TaskRecord]]:
     """Every task with a sidecar in the storages of the Clusters defined; with ``summary``,
-    from the snapshot's header alone where it is up to date (counts, no jobs). Damaged
-    tasks are left out and added to ``damaged`` (raised when that is None)."""
+    from the snapshot's header alone where it is up to date (counts, no jobs). An unsafe one
+    (a symlinked directory, a FIFO as a file of its sidecar) is named in ``refused``; damaged
+    ones are left out and added to ``damaged`` (raised when that is None)."""
     storages = sorted({c.storage for c in specs.clusters.values()})
-    return [found for storage in storages for found in _records_in(storage, summary, damaged)]
+    refused = {} if refused is None else refused
+    return [
+        found for storage in storages for found in _records_in(storage, summary, refused, damaged)
+    ]
 
 
 def all_records_of(
     storage: Path, damaged: list[DamagedTaskError] | None = None
 ) -> list[TaskRecord]:
-    """Every task with a sidecar in one storage (damaged ones as in all_records)."""
-    return [record for _dir, record in _records_in(storage, False, damaged)]
+    """Every task with a sidecar in one storage (an unsafe one left out, damaged ones as in
+    all_records)."""
+    return [record for _dir, record in _records_in(storage, False, {}, damaged)]
 
 
 def _records_in(
-    storage: Path, summary: bool, damaged: list[DamagedTaskError] | None
+    storage: Path,
+    summary: bool,
+    refused: dict[str, str],
+    damaged: list[DamagedTaskError] | None,
 ) -> list[tuple[Path, TaskRecord]]:
     found = []
     for task_dir in find_task_dirs(storage):
         store = TaskStore(task_dir)
         try:
             record = (store.load_summary() if summary else None) or store.load()
+        except UnsafePath as exc:
+            refused[str(task_dir)] = exc.message
+            continue
         except DamagedTaskError as exc:
             if damaged is None:
                 raise

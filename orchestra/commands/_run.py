@@ -53,10 +53,12 @@ def run_engine(
     retry: Iterable[str] = (),
     wait: bool = True,
     commit: str | None = None,
+    refused: dict[str, str] | None = None,
     damaged: list[DamagedTaskError] | None = None,
 ) -> list[TaskRun] | None:
-    """Prepare and drive ``work``; None when, once prepared, there was nothing to run. A
-    task found damaged is skipped and added to ``damaged``; without that list, raised."""
+    """Prepare and drive ``work``; None when, once prepared, there was nothing to run. The
+    tasks the engine refused to touch (unsafe directories) are added to ``refused``; a task
+    found damaged is skipped and added to ``damaged`` (without that list, raised)."""
     more_open_files()
     with sigterm_as_interrupt():
         engine = Engine(make_progress(sys.stderr))
@@ -66,6 +68,8 @@ def run_engine(
                 engine.release()
                 raise engine.damaged[0]
             damaged += engine.damaged
+        if refused is not None:
+            refused.update(engine.refused)
         if all(not r.count("pending") and not r.active for r in engine.runs) and all(
             r.phase in ("done", "finalized", "broken", "killed") for r in engine.runs
         ):

@@ -15,6 +15,7 @@ from orchestra.commands._common import (
     make_full_plan,
     refuse_prune_if_invalid,
     report_damaged,
+    report_refused,
     warn_replayed,
 )
 from orchestra.commands._run import exit_code, print_outcome, run_engine
@@ -76,14 +77,14 @@ def run(args: argparse.Namespace) -> int:
         if text:
             print("Nothing to apply." + (f" Pruned {len(pruned)} orphan(s)." if pruned else ""))
         else:
-            _print_json([], pruned, damaged)
+            _print_json([], pruned, planned.refused, damaged)
     elif text:
         print_outcome(runs)
     else:
-        _print_json(runs, pruned, damaged)
-    # the others were applied; a damaged task is an error the user must see: exit 1
+        _print_json(runs, pruned, planned.refused, damaged)
+    # the others were applied; a refused or damaged task is an error the user must see: exit 1
     report_damaged(damaged)
-    return 1 if damaged else exit_code(runs or [])
+    return report_refused(planned.refused) or (1 if damaged else exit_code(runs or []))
 
 
 def execute(
@@ -115,17 +116,32 @@ def execute(
     if not work:
         return None, pruned
     local = all(t.cluster.backend == "local" for t in work)
-    runs = run_engine(work, wait=wait or local, commit=commit, damaged=planned.damaged)
+    runs = run_engine(
+        work,
+        wait=wait or local,
+        commit=commit,
+        refused=planned.refused,
+        damaged=planned.damaged,
+    )
     return runs or [], pruned
 
 
-def _print_json(runs: list[TaskRun], pruned: list[str], damaged: list[DamagedTaskError]) -> None:
+def _print_json(
+    runs: list[TaskRun],
+    pruned: list[str],
+    refused: dict[str, str],
+    damaged: list[DamagedTaskError],
+) -> None:
     tasks = [
         {"name": r.name, "phase": r.phase, "message": r.record.message, "counts": r.record.counts()}
         for r in runs
     ]
     errors = [exc.to_json() for exc in damaged]
-    json.dump({"tasks": tasks, "pruned": pruned, "errors": errors}, sys.stdout, indent=2)
+    json.dump(
+        {"tasks": tasks, "pruned": pruned, "refused": refused, "errors": errors},
+        sys.stdout,
+        indent=2,
+    )
     sys.stdout.write("\n")
 
 

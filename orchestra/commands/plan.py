@@ -15,6 +15,7 @@ from orchestra.commands._common import (
     load_specs,
     make_full_plan,
     report_damaged,
+    report_refused,
     warn_replayed,
 )
 from orchestra.errors import FatalError
@@ -54,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
         print_plan(planned.plan, out, detail=args.detail)
         if args.out and args.out != "-":
             print(f"\nSaved the plan to {args.out}; 'orchestra apply {args.out}' carries it out.")
-    if planned.damaged:
+    if planned.damaged or planned.refused:
         report_damaged(planned.damaged)
+        report_refused(planned.refused)
         return 1
     if args.detailed_exitcode and planned.plan.has_changes:
         return EXIT_CHANGES
@@ -149,6 +151,8 @@ def summary(plan: Plan) -> str:
     invalid = plan.by_action("invalid")
     if invalid:
         parts.append(f"{len(invalid)} with an invalid spec")
+    if plan.refused:
+        parts.append(f"{len(plan.refused)} refused")
     if not parts:
         return "no tasks"
     return ", ".join(parts)
@@ -180,18 +184,21 @@ def print_markdown(plan: Plan, out: TextIO) -> None:
     """The plan as GitHub/GitLab markdown (a CI job summary, a merge-request comment)."""
     out.write(f"### Orchestra plan: {summary(plan)}\n\n")
     shown = [t for t in plan.tasks if t.action != "unchanged"]
-    if not shown:
+    if not shown and not plan.refused:
         out.write("No changes: the tasks match their specs.\n")
         return
     out.write("| | task | action | what |\n|---|---|---|---|\n")
     for task in shown:
         what = _task_line(task).split(f"{task.action}: ", 1)[1].replace("|", "\\|")
         out.write(f"| {SYMBOLS[task.action]} | `{task.name}` | {task.action} | {what} |\n")
+    for name, why in plan.refused.items():
+        cell = why.replace("|", "\\|")
+        out.write(f"| x | `{name}` | refused | {cell} |\n")
 
 
 def print_plan(plan: Plan, out: TextIO, *, detail: bool = False) -> None:
     shown = [t for t in plan.tasks if t.action != "unchanged" or detail]
-    listed = plan.by_action("orphan") or plan.by_action("invalid")
+    listed = plan.by_action("orphan") or plan.by_action("invalid") or plan.refused
     if not plan.has_work and not listed and not detail:
         out.write(f"No changes: the tasks match their specs ({summary(plan)}).\n")
         return
@@ -203,4 +210,6 @@ def print_plan(plan: Plan, out: TextIO, *, detail: bool = False) -> None:
             out.write(f"      {symbol} {change.name}  {change.action}: {change.reason}\n")
         if len(task.changes) > limit:
             out.write(f"      ... and {len(task.changes) - limit} more (--detail lists them)\n")
+    for name, why in plan.refused.items():  # left alone: neither applied nor changed
+        out.write(f"  x {name}  refused: {why}\n")
     out.write(f"\nPlan: {summary(plan)}.\n")

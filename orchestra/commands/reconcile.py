@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestra.commands._common import acting_user, make_full_plan, report_damaged
+from orchestra.commands._common import acting_user, make_full_plan, report_damaged, report_refused
 from orchestra.commands._run import exit_code, print_outcome
 from orchestra.commands.apply import execute
 from orchestra.commands.plan import plan_json, print_plan
@@ -92,7 +92,8 @@ def _pass(
             print_plan(planned.plan, sys.stdout)
         else:
             _print_json(commit, {"dryRun": True, "plan": plan_json(planned.plan)})
-        return 0
+        report_damaged(planned.damaged)
+        return report_refused(planned.refused) or (1 if planned.damaged else 0)
     storages = sorted({c.storage for c in specs.clusters.values() if c.storage.is_dir()})
     locks = [ReconcileLock(storage) for storage in storages]
     try:
@@ -110,7 +111,8 @@ def _pass(
             commit=commit.sha,
         )
         code = exit_code(runs) if runs else 0
-        code = 1 if planned.damaged else code  # the others were reconciled
+        # the others were reconciled; a damaged or refused (unsafe) task is an error
+        code = 1 if planned.damaged or planned.refused else code
         tasks = {r.name: {"phase": r.phase, "counts": r.record.counts()} for r in runs or []}
         for storage in storages:
             write_record(
@@ -155,6 +157,7 @@ def _pass(
                 "exitCode": code,
             },
         )
+    report_refused(planned.refused)
     return code
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from orchestra.commands._common import check_owner, load_specs
+from orchestra.commands._common import check_owner, load_specs, report_refused
 from orchestra.commands._run import exit_code, print_outcome, run_engine
 from orchestra.errors import FatalError
 from orchestra.plan.desired import expand
@@ -20,7 +20,10 @@ def run(args: argparse.Namespace) -> int:
             hint="'orchestra status' lists the tasks in storage",
         )
     (desired,) = expand(specs, [args.task])
-    runs = run_engine([desired], retry=[args.task])
+    refused: dict[str, str] = {}
+    runs = run_engine([desired], retry=[args.task], refused=refused)
+    if refused:
+        return report_refused(refused)
     if runs is None:
         record = TaskStore(desired.task_dir).load()
         phase = record.phase if record is not None else "never applied"

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from orchestra.commands._common import (
@@ -14,6 +15,7 @@ from orchestra.commands._common import (
     find_task,
     load_clusters,
     report_damaged,
+    report_refused,
     warn_replayed,
 )
 from orchestra.errors import DamagedTaskError, FatalError
@@ -27,15 +29,21 @@ def run(args: argparse.Namespace) -> int:
     if args.task:
         return _one_task(specs, args)
     damaged: list[DamagedTaskError] = []
-    records = [record for _dir, record in all_records(specs, summary=True, damaged=damaged)]
+    refused: dict[str, str] = {}
+    records = [
+        record
+        for _dir, record in all_records(specs, summary=True, refused=refused, damaged=damaged)
+    ]
     if args.user:
         records = [
             r for r in records if r.owner == args.user or r.name.startswith(f"user.{args.user}.")
         ]
         damaged = [e for e in damaged if e.task_dir.name.startswith(f"user.{args.user}.")]
+        refused = {d: why for d, why in refused.items() if Path(d).parent.name == args.user}
     warn_replayed(records)
     report_damaged(damaged)
-    code = 1 if damaged else 0  # the others are listed; the damaged ones flagged, exit 1
+    # the others are listed; the damaged and refused ones flagged, exit 1
+    code = report_refused(refused) or (1 if damaged else 0)
     if args.format == "json":
         entries = [_task_json(r) for r in records] + [e.to_json() for e in damaged]
         json.dump(entries, sys.stdout, indent=2)
@@ -43,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         return code
     if not records and not damaged:
         print("No tasks yet." + (f" (user {args.user})" if args.user else ""))
-        return 0
+        return code
     rows = [("TASK", "PHASE", "DONE", "RUNNING", "FAILED", "PENDING", "STARTED", "DURATION")]
     for record in records:
         counts = record.counts()

@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 from orchestra.errors import FatalError
-from orchestra.fsutil import now_iso
+from orchestra.fsutil import check_directory, now_iso, open_regular
 
 LOCK_FILE = ".orchestra-lock"
 
@@ -23,8 +23,8 @@ class TaskLock:
         self._fd: int | None = None
 
     def acquire(self, task: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        check_directory(self.path.parent, create=True)  # a symlink there: UnsafePath
+        fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -11,20 +11,20 @@ re-queues the rest.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from orchestra.backends import create_backend
 from orchestra.backends.attempts import UnsafeJobDirectory, archive_previous_attempt, output_written
 from orchestra.backends.base import Backend, JobEvent, JobRun
 from orchestra.engine.lock import TaskLock
-from orchestra.errors import DamagedTaskError
-from orchestra.fsutil import now_iso
+from orchestra.errors import DamagedTaskError, UnsafePath
+from orchestra.fsutil import now_iso, read_regular
 from orchestra.plan.desired import DesiredTask
 from orchestra.status.model import ACTIVE_JOB_STATES, TERMINAL_PHASES, JobRecord, TaskRecord
 from orchestra.status.store import TaskStore
@@ -120,7 +120,10 @@ class Engine:
         self.damaged: list[DamagedTaskError] = []  # tasks skipped: their sidecar is damaged
         self._token = uuid.uuid4().hex[:16]
         self._attempts = 0
-        self._refused: set[str] = set()  # tasks with an attempt that could not start
+        # tasks with an attempt that could not start (its directory unsafe): touched next round
+        self._unstarted: set[str] = set()
+        #: tasks left out as unsafe (a symlinked task directory, a FIFO as its log...) -> why
+        self.refused: dict[str, str] = {}
 
     # preparation ---------------------------------------------------------------------------
     def prepare(
@@ -131,7 +134,8 @@ class Engine:
         commit: str | None = None,
     ) -> None:
         """Lock each task, load its sidecar, recover what a previous process left running,
-        and bring its jobs in line with the specs. Nothing is launched yet."""
+        and bring its jobs in line with the specs. Nothing is launched yet. A task whose
+        directory is unsafe is left out, in :attr:`refused`: the others go on."""
         retry = set(retry)
         try:
             for task in desired:
@@ -139,6 +143,8 @@ class Engine:
                     self._prepare_task(task, task.name in retry, commit)
                 except DamagedTaskError as exc:  # that task's problem only: the others go on
                     self.damaged.append(exc)
+                except UnsafePath as exc:
+                    self.refused[task.name] = exc.message
         except BaseException:
             self.release()
             raise
@@ -285,8 +291,8 @@ class Engine:
                 ):
                     break
                 submitted = self._schedule(live)
-                touched |= self._refused
-                self._refused.clear()
+                touched |= self._unstarted
+                self._unstarted.clear()
                 for backend in self.backends.values():
                     timeout = 0.0 if submitted else 0.5 / max(1, len(self.backends))
                     for event in backend.poll(timeout):
@@ -384,7 +390,7 @@ class Engine:
                 task_run.backend.submit(attempt)
             else:
                 self._handle(task_run, refused)
-                self._refused.add(task_run.name)
+                self._unstarted.add(task_run.name)
         return submitted
 
     def _next_job(self, run: TaskRun) -> str | None:
@@ -491,11 +497,18 @@ class Engine:
         run.job_event(name, fields, flush=False)  # flushed after the batch; the marker knows too
 
     def _check_kill(self, run: TaskRun) -> None:
-        request = run.desired.task_dir / KILL_REQUEST
-        if run.phase in TERMINAL_PHASES or not request.exists():
+        if run.phase in TERMINAL_PHASES:
             return
-        self.kill(run, reason=_read(request))
-        request.unlink(missing_ok=True)
+        # in the task directory this engine opened, wherever its path leads now
+        dir_fd = run.store.dir_fd
+        if dir_fd is None:  # not being written: not this engine's to drive
+            return
+        reason = _read_request(KILL_REQUEST, dir_fd)
+        if reason is None:
+            return
+        self.kill(run, reason=reason)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(KILL_REQUEST, dir_fd=dir_fd)
 
     def kill(self, run: TaskRun, *, reason: str = "deleted") -> None:
         """Cancel the task's running jobs and mark it killed."""
@@ -569,8 +582,13 @@ def _clear_job_dir(run: TaskRun, attempt: JobRun) -> JobEvent | None:
     return JobEvent(attempt, "finished", now_iso(), exit_code=127, reason=f"cannot start: {why}")
 
 
-def _read(path: Path) -> str:
+def _read_request(path: str, dir_fd: int) -> str | None:
+    """The reason in a kill request; None without one. A FIFO, a device or a symlink there is
+    none that orchestra wrote (``delete`` writes a regular file): it is not opened for reading,
+    which could block the loop that drives every task of this apply."""
     try:
-        return path.read_text(encoding="utf-8").strip()
+        return read_regular(path, dir_fd=dir_fd).decode("utf-8", errors="replace").strip()
+    except (FileNotFoundError, UnsafePath):
+        return None
     except OSError:
-        return ""
+        return ""  # there but unreadable: a request all the same

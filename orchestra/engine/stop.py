@@ -9,7 +9,8 @@ from orchestra.backends import create_backend
 from orchestra.backends.base import JobRun
 from orchestra.engine.lock import TaskLock
 from orchestra.engine.runner import KILL_REQUEST
-from orchestra.errors import FatalError
+from orchestra.errors import FatalError, UnsafePath
+from orchestra.fsutil import atomic_write
 from orchestra.spec.model import ClusterSpec
 from orchestra.status.model import ACTIVE_JOB_STATES, TaskRecord
 from orchestra.status.store import TaskStore
@@ -23,6 +24,8 @@ def kill_task(task_dir: Path, cluster: ClusterSpec, *, reason: str) -> TaskRecor
     lock = TaskLock(task_dir)
     try:
         lock.acquire(task_dir.name)
+    except UnsafePath:
+        raise  # a symlinked task directory: not this task's engine to ask
     except FatalError:
         return _ask_the_engine(task_dir, reason)
     store = TaskStore(task_dir)
@@ -76,7 +79,9 @@ def kill_task(task_dir: Path, cluster: ClusterSpec, *, reason: str) -> TaskRecor
 
 def _ask_the_engine(task_dir: Path, reason: str) -> TaskRecord:
     request = task_dir / KILL_REQUEST
-    request.write_text(reason + "\n", encoding="utf-8")
+    # a new file renamed over the name: a symlink there is replaced, not followed, and a
+    # FIFO there cannot block this write
+    atomic_write(request, reason + "\n", fsync=False)
     deadline = time.monotonic() + WAIT_FOR_ENGINE
     while time.monotonic() < deadline:
         record = TaskStore(task_dir).load()

@@ -15,8 +15,8 @@ import socket
 import time
 from pathlib import Path
 
-from orchestra.errors import FatalError
-from orchestra.fsutil import now_iso
+from orchestra.errors import FatalError, UnsafePath
+from orchestra.fsutil import now_iso, open_regular, read_regular
 
 LOCK_FILE = "reconcile.lock"
 
@@ -29,7 +29,7 @@ class ReconcileLock:
     def acquire(self, timeout: float, *, commit: str, user: str) -> None:
         """Take the lock, waiting up to ``timeout`` seconds; FatalError naming the holder."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)  # a FIFO there: refused
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -57,8 +57,8 @@ class ReconcileLock:
 
     def holder(self) -> str:
         try:
-            info = json.loads(self.path.read_text(encoding="utf-8") or "{}")
-        except (OSError, ValueError):
+            info = json.loads(read_regular(self.path) or b"{}")
+        except (OSError, ValueError, UnsafePath):
             return "holder unknown"
         return (
             f"pid {info.get('pid')} on {info.get('host')}, user {info.get('user')}, "

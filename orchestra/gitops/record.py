@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestra.fsutil import atomic_write
+from orchestra.errors import UnsafePath
+from orchestra.fsutil import atomic_write, read_regular
 
 RECORD_FILE = "reconcile.json"
 
@@ -17,8 +18,8 @@ def record_path(storage: Path) -> Path:
 
 def read_record(storage: Path) -> dict[str, Any]:
     try:
-        data = json.loads(record_path(storage).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_regular(record_path(storage)))
+    except (OSError, ValueError, UnsafePath):  # a FIFO there is no record: never read
         return {}
     return data if isinstance(data, dict) else {}
 

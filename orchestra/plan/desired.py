@@ -15,7 +15,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import NamedTuple
 
-from orchestra.errors import FatalError
+from orchestra.errors import FatalError, UnsafePath
 from orchestra.fsutil import resolved_outside
 from orchestra.plan.hashing import HashCache
 from orchestra.spec.model import ClusterSpec, SpecSet, TaskSpec
@@ -235,17 +235,24 @@ def list_configs(configs_path: Path, files: str | None = None) -> list[str]:
             if entry.is_symlink() and not entry.name.startswith(".") and entry.is_file():
                 real = resolved_outside(entry.path, files)
                 if real is not None:
-                    raise FatalError(
-                        f"config {entry.path!r} is a symlink to {real!r}, outside {files!r}",
+                    raise UnsafePath(
+                        f"config {entry.path!r}",
+                        f"is a symlink to {real!r}, outside {files!r}",
                         hint="a job may only read its owner's files: copy the file instead",
                     )
     return sorted([e.name for e in entries if e.is_file() and not e.name.startswith(".")])
 
 
-def expand(specs: SpecSet, names: list[str] | None = None) -> list[DesiredTask]:
-    """Every Task of ``specs`` (or those named) with its jobs; reads configs and hashes files."""
+def expand(
+    specs: SpecSet, names: list[str] | None = None, refused: dict[str, str] | None = None
+) -> list[DesiredTask]:
+    """Every Task of ``specs`` (or those named) with its jobs; reads configs and hashes files.
+    A task whose files are unsafe (:class:`UnsafePath`: a FIFO or a link out of the owner's
+    files in its data) is left out and named in ``refused`` (task -> message) when given; it
+    raises otherwise."""
     caches: dict[Path, HashCache] = {}
     listings: dict[str, _Listing] = {}  # a configs directory shared by tasks is read once
+    safe_files: set[str] = set()  # owners whose files directory stays in their directory
     tasks = []
     for spec in sorted(specs.tasks.values(), key=lambda t: t.name):
         if names is not None and spec.name not in names:
@@ -254,7 +261,20 @@ def expand(specs: SpecSet, names: list[str] | None = None) -> list[DesiredTask]:
         cache = caches.get(cluster.storage)
         if cache is None:
             cache = caches[cluster.storage] = HashCache(cluster.storage)
-        tasks.append(_expand_task(spec, cluster, specs, cache, listings))
+        try:
+            owner_dir = f"{cluster.storage}/{spec.owner}"
+            if owner_dir not in safe_files:  # its files directory checked once per owner
+                outside = resolved_outside(f"{owner_dir}/files", owner_dir)
+                if outside is not None:
+                    raise UnsafePath(
+                        f"{owner_dir}/files", f"resolves to {outside!r}, outside {owner_dir}/"
+                    )
+                safe_files.add(owner_dir)
+            tasks.append(_expand_task(spec, cluster, specs, cache, listings))
+        except UnsafePath as exc:
+            if refused is None:
+                raise
+            refused[spec.name] = exc.message
     for cache in caches.values():
         cache.save()
     return tasks
@@ -291,7 +311,7 @@ def _expand_task(
     def as_seen(path: str) -> str:  # the path as a running job sees it
         return seen + path[len(storage) :]
 
-    data_digest = cache.digest(Path(data_path))
+    data_digest = cache.digest(Path(data_path), files)
     env = json.dumps(spec.env, sort_keys=True)
     listing = listings.get(configs_path)
     if listing is None:

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestra.errors import DamagedTaskError
+from orchestra.errors import DamagedTaskError, UnsafePath
 from orchestra.plan.desired import DesiredTask
 from orchestra.spec.model import SpecSet
 from orchestra.status.model import TaskRecord
@@ -25,24 +25,23 @@ class Orphan:
 
 
 def observe(
-    desired: list[DesiredTask], damaged: list[DamagedTaskError] | None = None
+    desired: list[DesiredTask],
+    refused: dict[str, str] | None = None,
+    damaged: list[DamagedTaskError] | None = None,
 ) -> dict[str, TaskRecord | None]:
     """Each task's record. When the snapshot says its jobs are exactly the desired ones (same
     names, same input digests), only the snapshot's header is read: a no-op plan of 100,000
-    jobs then parses no job line. A task whose sidecar is damaged is left out and its error
-    added to ``damaged`` (raised when that is None)."""
+    jobs then parses no job line. A task whose directory or sidecar is unsafe (a symlink, a
+    FIFO...) is left out and named in ``refused``; one whose sidecar is damaged is left out
+    and its error added to ``damaged``; each raises when its collection is None."""
     observed: dict[str, TaskRecord | None] = {}
     for task in desired:
-        store = TaskStore(task.task_dir)
         try:
-            summary = store.load_summary()
-            wanted = task.jobs_digest
-            relaunch = summary is not None and summary.phase == "killed"
-            relaunch = relaunch and summary is not None and summary.spec_digest != task.spec_digest
-            if summary is not None and summary.jobs_digest == wanted and not relaunch:
-                observed[task.name] = summary
-            else:
-                observed[task.name] = store.load()
+            observed[task.name] = _observe(task)
+        except UnsafePath as exc:
+            if refused is None:
+                raise
+            refused[task.name] = exc.message
         except DamagedTaskError as exc:
             if damaged is None:
                 raise
@@ -50,8 +49,21 @@ def observe(
     return observed
 
 
+def _observe(task: DesiredTask) -> TaskRecord | None:
+    store = TaskStore(task.task_dir)
+    summary = store.load_summary()
+    wanted = task.jobs_digest
+    relaunch = summary is not None and summary.phase == "killed"
+    relaunch = relaunch and summary is not None and summary.spec_digest != task.spec_digest
+    if summary is not None and summary.jobs_digest == wanted and not relaunch:
+        return summary
+    return store.load()
+
+
 def find_task_dirs(storage: Path) -> list[Path]:
-    """Every ``<storage>/<user>/<task>/`` that holds a sidecar."""
+    """Every ``<storage>/<owner>/user.<owner>.<name>/`` that holds a sidecar, and every symlink
+    there named as a task's directory (loading it raises :class:`UnsafePath`: it is never
+    entered). A directory named for another user's task is not one of this user's."""
     found = []
     try:
         users = sorted(os.scandir(storage), key=lambda e: e.name)
@@ -64,16 +76,26 @@ def find_task_dirs(storage: Path) -> list[Path]:
             entries = sorted(os.scandir(user.path), key=lambda e: e.name)
         except OSError:
             continue
+        prefix = f"user.{user.name}."
         for entry in entries:
-            if entry.name.startswith("user.") and entry.is_dir():
+            if not entry.name.startswith(prefix):
+                continue
+            if entry.is_symlink():
+                found.append(Path(entry.path))
+            elif entry.is_dir(follow_symlinks=False):
                 path = Path(entry.path)
-                if (path / EVENTS_FILE).exists() or (path / STATUS_FILE).exists():
+                if os.path.lexists(path / EVENTS_FILE) or os.path.lexists(path / STATUS_FILE):
                     found.append(path)
     return found
 
 
-def find_orphans(specs: SpecSet, damaged: list[DamagedTaskError] | None = None) -> list[Orphan]:
-    """The tasks with a sidecar and no spec; damaged ones go to ``damaged`` as in observe."""
+def find_orphans(
+    specs: SpecSet,
+    refused: dict[str, str] | None = None,
+    damaged: list[DamagedTaskError] | None = None,
+) -> list[Orphan]:
+    """Tasks in the storages without a spec; an unsafe one is named in ``refused`` (by its
+    directory), a damaged one goes to ``damaged``, as in :func:`observe`."""
     orphans = []
     storages = sorted({cluster.storage for cluster in specs.clusters.values()})
     for storage in storages:
@@ -82,6 +104,11 @@ def find_orphans(specs: SpecSet, damaged: list[DamagedTaskError] | None = None) 
                 continue
             try:
                 record = TaskStore(directory).load()
+            except UnsafePath as exc:
+                if refused is None:
+                    raise
+                refused[str(directory)] = exc.message
+                continue
             except DamagedTaskError as exc:
                 if damaged is None:
                     raise

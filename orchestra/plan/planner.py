@@ -3,7 +3,9 @@
 Task actions: ``create`` (no sidecar yet), ``update`` (jobs to create or rerun, or a changed
 spec), ``resume`` (nothing changed, but jobs are still pending or running), ``unchanged``,
 ``orphan`` (a sidecar with no spec: listed, touched only with ``--prune``), ``invalid`` (a
-sidecar whose spec fails validation: listed, never an orphan). Job actions:
+sidecar whose spec fails validation: listed, never an orphan). A task orchestra refuses to
+touch (its directory a symlink, a FIFO as its status...) is in ``refused``, with why. Job
+actions:
 ``create`` (a new config file), ``rerun`` (inputs changed, judged by content digests), and
 ``orphan`` (its config file is gone). Unchanged jobs are counted, not listed.
 """
@@ -58,6 +60,7 @@ class Plan:
     observed_digest: str
     version: str = __version__
     format: int = PLAN_FORMAT
+    refused: dict[str, str] = field(default_factory=dict)  # task (or directory) -> why
 
     def by_action(self, action: str) -> list[TaskPlan]:
         return [t for t in self.tasks if t.action == action]
@@ -87,6 +90,7 @@ class Plan:
             observed_digest=data["observed_digest"],
             version=data.get("version", ""),
             format=data.get("format", 0),
+            refused=dict(data.get("refused", {})),
         )
 
 
@@ -114,6 +118,7 @@ def make_plan(
     desired: Sequence[DesiredTask],
     observed: Mapping[str, TaskRecord | None],
     orphans: Sequence[Orphan] = (),
+    refused: Mapping[str, str] | None = None,
 ) -> Plan:
     tasks = [plan_task(task, observed.get(task.name)) for task in desired]
     for orphan in orphans:
@@ -137,7 +142,9 @@ def make_plan(
                 pending=counts["pending"] + counts["submitted"] + counts["running"],
             )
         )
-    return Plan(tasks, desired_digest(desired), observed_digest(observed, orphans))
+    plan = Plan(tasks, desired_digest(desired), observed_digest(observed, orphans))
+    plan.refused = dict(refused or {})
+    return plan
 
 
 def plan_task(task: DesiredTask, record: TaskRecord | None) -> TaskPlan:

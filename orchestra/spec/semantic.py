@@ -246,6 +246,12 @@ def _dataset_on_disk(
     shown = f"{files}/{dataset.path}"
     if not files.is_dir():
         return f"{str(files)!r} does not exist on cluster {cluster.name!r}"
+    outside = resolved_outside(files, files.parent)
+    if outside is not None:
+        return (
+            f"{str(files)!r} resolves to {outside!r}, outside <storage>/{dataset.owner}/ "
+            "(a symlink as the files directory may not lead out of it)"
+        )
     outside = resolved_outside(target, files)
     if outside is not None:
         return (

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import operator
 import os
+import stat
 import time
 from collections.abc import Iterable
 from itertools import starmap
@@ -25,8 +26,16 @@ from typing import Any
 
 import yaml
 
-from orchestra.errors import DamagedTaskError
-from orchestra.fsutil import atomic_write, now_iso, paused_gc
+from orchestra.errors import DamagedTaskError, UnsafePath
+from orchestra.fsutil import (
+    atomic_write,
+    check_directory,
+    now_iso,
+    open_directory,
+    open_regular,
+    paused_gc,
+    read_regular,
+)
 from orchestra.status.check import (
     event_problem,
     replayed_jobs_problem,
@@ -69,6 +78,9 @@ class TaskStore:
         self.record: TaskRecord | None = None
         self._unsaved = False  # jobs changed since the last snapshot
         self._stream: Any = None
+        #: the task directory, held open while writing: the log and the snapshots go into it
+        #: even if a job replaces its path with a symlink meanwhile
+        self.dir_fd: int | None = None
         self._offset = 0
         self._last_snapshot = 0.0
         self._snapshot_cost = 0.0
@@ -76,25 +88,25 @@ class TaskStore:
 
     # reading -----------------------------------------------------------------------------
     def exists(self) -> bool:
-        return self.events_path.exists() or self.status_path.exists()
+        return os.path.lexists(self.events_path) or os.path.lexists(self.status_path)
 
     def load(self) -> TaskRecord | None:
         """The task as its sidecar says: the snapshot plus the events written after it. A
         snapshot of the wrong shape is ignored (the log is the truth; ``snapshot_problem``
         says why); a log line that is not an event, or a sidecar file that cannot be read,
-        raises DamagedTaskError."""
+        raises DamagedTaskError. :class:`UnsafePath` when the task directory or a file of the
+        sidecar is a symlink, a FIFO or a device (never followed, never blocked on)."""
+        check_directory(self.task_dir)
         record, offset, problem = _read_snapshot(self.status_path)
-        try:
-            size = self.events_path.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        if record is None or offset > size:
-            record, offset = None, 0  # no snapshot, or one newer than its log: trust the log
-        tail = self._read_log(offset)
+        size, tail = self._read_log(offset)
+        if record is None or offset > size:  # no snapshot, or one newer than its log
+            if offset:
+                size, tail = self._read_log(0)
+            record, offset = None, 0  # trust the log
         if offset and tail[:1] != b"\n":  # the snapshot does not end where a line does
             problem = f"eventsOffset {offset} is not at the end of a line of {EVENTS_FILE}"
             record, offset = None, 0
-            tail = self._read_log(0)
+            size, tail = self._read_log(0)
         elif offset:
             tail = tail[1:]
         tail = tail[: tail.rfind(b"\n") + 1]  # without the torn line of a killed writer
@@ -121,26 +133,32 @@ class TaskStore:
         self._offset = offset + len(tail) if record is not None else 0
         if record is not None:
             record.log_size = size
-            record.snapshot_stale = bool(tail) or not self.status_path.exists()
+            record.snapshot_stale = bool(tail) or not os.path.lexists(self.status_path)
             if problem:
                 record.snapshot_problem = f"{self.status_path}: {problem}"
         return record
 
-    def _read_log(self, offset: int) -> bytes:
-        """events.jsonl from ``offset`` (from the byte before it, to check a line ends there)."""
+    def _read_log(self, offset: int) -> tuple[int, bytes]:
+        """The size of events.jsonl and its bytes from ``offset`` (from the byte before it, to
+        check a line ends there). Never through a symlink, never blocking on a FIFO."""
         try:
-            with open(self.events_path, "rb") as stream:
-                stream.seek(max(0, offset - 1))
-                return stream.read()
+            fd = open_regular(self.events_path)
         except FileNotFoundError:
-            return b""
-        except OSError as exc:  # a directory, no permission
+            return 0, b""
+        except OSError as exc:  # no permission
             raise DamagedTaskError(self.events_path, None, _unreadable(exc)) from exc
+        with open(fd, "rb") as stream:
+            size = os.fstat(fd).st_size
+            stream.seek(max(0, offset - 1))
+            try:
+                return size, stream.read()
+            except OSError as exc:
+                raise DamagedTaskError(self.events_path, None, _unreadable(exc)) from exc
 
     def _damaged_log(self, offset: int, wrong: str | None) -> DamagedTaskError:
         """The error naming the first line from ``offset`` on that is not an event (read
         again, with line numbers: only once the replay has failed)."""
-        data = self._read_log(0)
+        data = self._read_log(0)[1]
         number = data.count(b"\n", 0, offset) + 1
         for line in data[offset:].split(b"\n")[:-1]:  # the last: torn, or empty
             if line:
@@ -164,12 +182,17 @@ class TaskStore:
 
     def load_summary(self) -> TaskRecord | None:
         """The task from the snapshot's header only (``jobs_loaded`` False), when the snapshot
-        is up to date with the log and well formed; None otherwise (then :meth:`load` it)."""
+        is up to date with the log and well formed; None otherwise (then :meth:`load` it,
+        which names what is wrong with a file that is not a regular one)."""
+        check_directory(self.task_dir)
         try:
-            size = self.events_path.stat().st_size
-            with open(self.status_path, encoding="utf-8") as stream:
+            info = os.lstat(self.events_path)  # not stat: a symlink is not the log
+            if not stat.S_ISREG(info.st_mode):
+                return None
+            size = info.st_size
+            with open(open_regular(self.status_path), encoding="utf-8") as stream:
                 header = _header(stream)
-        except (OSError, ValueError, RecursionError):
+        except (OSError, ValueError, RecursionError, UnsafePath):
             return None
         if header.get("eventsOffset") != size or "jobsDigest" not in header or "name" not in header:
             return None
@@ -188,20 +211,23 @@ class TaskStore:
     # writing -----------------------------------------------------------------------------
     def open(self, record: TaskRecord) -> None:
         """Start writing. A torn last line left by a killed writer is cut off first."""
-        self.task_dir.mkdir(parents=True, exist_ok=True)
+        check_directory(self.task_dir, create=True)
+        dir_fd = open_directory(self.task_dir)
+        try:  # one descriptor, never a symlink's target nor a FIFO, to append and repair
+            fd = open_regular(EVENTS_FILE, os.O_RDWR | os.O_APPEND | os.O_CREAT, dir_fd=dir_fd)
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        self.dir_fd = dir_fd
         self.record = record
         self._jobs_digest = None
         self._unsaved = bool(record.jobs)
-        self._stream = open(self.events_path, "ab")  # noqa: SIM115 (closed in close())
-        size = self._stream.seek(0, os.SEEK_END)
-        if size:
-            with open(self.events_path, "rb") as stream:
-                stream.seek(max(0, size - 1))
-                if stream.read(1) != b"\n":
-                    stream.seek(0)
-                    keep = stream.read().rfind(b"\n") + 1
-                    self._stream.truncate(keep)
-                    size = keep
+        self._stream = open(fd, "ab")  # noqa: SIM115 (closed in close())
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            keep = _after_last_newline(fd, size)
+            self._stream.truncate(keep)
+            size = keep
         self._offset = size
 
     def append(self, event: dict[str, Any], *, snapshot: bool = False, flush: bool = True) -> None:
@@ -275,7 +301,7 @@ class TaskStore:
         if self._stream is not None:
             self._stream.flush()
             os.fsync(self._stream.fileno())  # the snapshot never claims more than the log has
-        atomic_write(self.status_path, chunks)
+        atomic_write(self.status_path, chunks, dir_fd=self.dir_fd)
         self._unsaved = False
         self._last_snapshot = time.monotonic()
         self._snapshot_cost = self._last_snapshot - started
@@ -288,12 +314,28 @@ class TaskStore:
         finally:
             self._stream.close()
             self._stream = None
+            if self.dir_fd is not None:
+                os.close(self.dir_fd)
+                self.dir_fd = None
+
+
+def _after_last_newline(fd: int, size: int) -> int:
+    """The offset just after the last newline of the file's first ``size`` bytes (0: none),
+    read backwards: a torn line is short, the log may be long."""
+    end = size
+    while end > 0:
+        start = max(0, end - (1 << 16))
+        at = os.pread(fd, end - start, start).rfind(b"\n")
+        if at >= 0:
+            return start + at + 1
+        end = start
+    return 0
 
 
 def read_snapshot(path: Path) -> tuple[TaskRecord | None, int]:
     """Parse ``status.yaml`` quickly (the job lines as one JSON array), falling back to a YAML
     parser for a file edited by hand. Returns (record, eventsOffset) or (None, 0): then the
-    caller replays the whole log."""
+    caller replays the whole log. :class:`UnsafePath` when it is not a regular file."""
     record, offset, _problem = _read_snapshot(path)
     return record, offset
 
@@ -311,7 +353,7 @@ class _BadSnapshot(Exception):
 def _read_snapshot(path: Path) -> tuple[TaskRecord | None, int, str | None]:
     """:func:`read_snapshot`, and what is wrong with the snapshot when it is not used."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path).decode("utf-8")
     except FileNotFoundError:
         return None, 0, None
     except UnicodeDecodeError:
