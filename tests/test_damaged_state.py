@@ -12,9 +12,11 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from orchestra.status import store
 from orchestra.status.store import TaskStore, read_snapshot
 from tests.helpers import Repo
 
@@ -209,7 +211,7 @@ def test_a_directory_for_status_yaml_damages_only_its_task(
     status = repo.task_dir(A) / "status.yaml"
     status.unlink()
     status.mkdir()
-    where = f"{status}: a directory"
+    where = f"{status} is a directory"  # refused as an unsafe file: never opened as one
     code, out, err = _run(repo, capsys, "status")
     assert code == 1 and where in err and B in out
     _b_gets_work(repo)
@@ -379,10 +381,10 @@ def test_a_directory_for_events_jsonl_damages_only_its_task(
     events.mkdir()
     (repo.task_dir(A) / "status.yaml").unlink()
     code, out, err = _run(repo, capsys, "status")
-    assert code == 1 and f"{events}: a directory" in err and B in out
+    assert code == 1 and f"{events} is a directory" in err and B in out
     _b_gets_work(repo)
     code, _out, err = _run(repo, capsys, "apply")
-    assert code == 1 and f"{events}: a directory" in err
+    assert code == 1 and f"{events} is a directory" in err
     assert (repo.job_dir(B, "c3") / "output").read_text() == "3\n"
 
 
@@ -457,14 +459,14 @@ def test_an_unreadable_status_yaml_damages_its_task(
 ) -> None:
     """EACCES (this suite may run as root, whom chmod does not stop: the error is made)."""
     status = repo.task_dir(A) / "status.yaml"
-    read_text = Path.read_text
+    read_regular = store.read_regular
 
-    def refuse(self: Path, *args: object, **kwargs: object) -> str:
-        if self == status:
-            raise PermissionError(13, "Permission denied", str(self))
-        return read_text(self, *args, **kwargs)  # type: ignore[arg-type]
+    def refuse(path: Path, **kwargs: Any) -> bytes:
+        if Path(path) == status:
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_regular(path, **kwargs)
 
-    monkeypatch.setattr(Path, "read_text", refuse)
+    monkeypatch.setattr(store, "read_regular", refuse)
     code, _out, err = _run(repo, capsys, "status", A)
     assert code == 1 and f"{status}: cannot be read: Permission denied" in err
 
