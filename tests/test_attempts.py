@@ -510,3 +510,16 @@ def test_a_staged_move_and_newer_files_of_the_same_names_are_kept_apart(tmp_path
     assert (job_dir / "attempts" / "1" / "log").read_text() == "older\n"
     assert (job_dir / "attempts" / "2" / "log").read_text() == "newer\n"
     assert listing(job_dir) == ["attempts"]
+
+
+def test_apply_says_when_jobs_of_a_done_task_wrote_no_output(
+    repo: Repo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ "done" alone would hide it: the outcome names how many jobs wrote nothing."""
+    repo.configs({"c0.txt": "ok 0\n", "c1.txt": "ok 1\n", "c2.txt": "ok 2\n"})
+    task = repo.task(exec="grep -q 0 %IN && cat %IN > %OUT; true  # %DATA")
+    assert repo.orchestra("apply") == 0
+    out = capsys.readouterr().out
+    assert f"{task}: done" in out
+    assert f"warning: {task}: 2 job(s) exited 0 but wrote no output" in out
+    assert f"'orchestra status {task}' names them" in out

@@ -93,3 +93,10 @@ def print_outcome(runs: list[TaskRun]) -> None:
         print(
             f"\n'orchestra status {failed[0]} --state failed' lists the failed jobs and their logs."
         )
+    for run in runs:  # done is not enough when a job exited 0 without writing its output
+        warned = sum(1 for job in run.record.jobs.values() if job.warning and not job.orphan)
+        if warned:
+            print(
+                f"warning: {run.name}: {warned} job(s) exited 0 but wrote no "
+                f"{run.desired.spec.output}; 'orchestra status {run.name}' names them"
+            )
