@@ -9,9 +9,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestra.errors import DamagedTaskError, FatalError, UnsafePath
+from orchestra.errors import DamagedTaskError, FatalError
 from orchestra.plan.desired import DesiredTask, expand
-from orchestra.plan.observe import Orphan, find_orphans, find_task_dirs, observe
+from orchestra.plan.observe import Orphan, find_orphans, find_task_dirs, load_noting, observe
 from orchestra.plan.planner import Plan, make_plan
 from orchestra.spec.checker import validate_paths
 from orchestra.spec.model import ClusterSpec, SpecSet, split_name
@@ -206,17 +206,12 @@ def _records_in(
     found = []
     for task_dir in find_task_dirs(storage):
         store = TaskStore(task_dir)
-        try:
-            record = (store.load_summary() if summary else None) or store.load()
-        except UnsafePath as exc:
-            refused[str(task_dir)] = exc.message
-            continue
-        except DamagedTaskError as exc:
-            if damaged is None:
-                raise
-            damaged.append(exc)
-            continue
-        if record is not None:
+
+        def load(store: TaskStore = store) -> TaskRecord | None:
+            return (store.load_summary() if summary else None) or store.load()
+
+        read, record = load_noting(load, str(task_dir), refused, damaged)
+        if read and record is not None:
             found.append((task_dir, record))
     return found
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from orchestra.errors import DamagedTaskError, UnsafePath
@@ -36,17 +38,32 @@ def observe(
     and its error added to ``damaged``; each raises when its collection is None."""
     observed: dict[str, TaskRecord | None] = {}
     for task in desired:
-        try:
-            observed[task.name] = _observe(task)
-        except UnsafePath as exc:
-            if refused is None:
-                raise
-            refused[task.name] = exc.message
-        except DamagedTaskError as exc:
-            if damaged is None:
-                raise
-            damaged.append(exc)
+        read, record = load_noting(partial(_observe, task), task.name, refused, damaged)
+        if read:
+            observed[task.name] = record
     return observed
+
+
+def load_noting(
+    load: Callable[[], TaskRecord | None],
+    key: str,
+    refused: dict[str, str] | None,
+    damaged: list[DamagedTaskError] | None,
+) -> tuple[bool, TaskRecord | None]:
+    """(True, what ``load`` read); or (False, None) for a task to skip, noted in ``refused``
+    (unsafe files, under ``key``) or ``damaged`` (unreadable contents). A scan of many tasks
+    passes both so that one task's trouble stops no other; each raises when it is None."""
+    try:
+        return True, load()
+    except UnsafePath as exc:
+        if refused is None:
+            raise
+        refused[key] = exc.message
+    except DamagedTaskError as exc:
+        if damaged is None:
+            raise
+        damaged.append(exc)
+    return False, None
 
 
 def _observe(task: DesiredTask) -> TaskRecord | None:
@@ -102,18 +119,7 @@ def find_orphans(
         for directory in find_task_dirs(storage):
             if directory.name in specs.tasks:
                 continue
-            try:
-                record = TaskStore(directory).load()
-            except UnsafePath as exc:
-                if refused is None:
-                    raise
-                refused[str(directory)] = exc.message
-                continue
-            except DamagedTaskError as exc:
-                if damaged is None:
-                    raise
-                damaged.append(exc)
-                continue
-            if record is not None:
+            read, record = load_noting(TaskStore(directory).load, str(directory), refused, damaged)
+            if read and record is not None:
                 orphans.append(Orphan(record, directory, specs.invalid_spec_of(directory.name)))
     return orphans
