@@ -126,7 +126,8 @@ def test_close_stops_running_and_returns_queued_attempts(tmp_path: Path) -> None
         backend.submit(run)
     assert _collect(backend, 1)[0].kind == "started"
     stopped = backend.close()
-    assert sorted(r.job for r in stopped) == ["j0", "j1", "j2"]
+    assert sorted(e.run.job for e in stopped) == ["j0", "j1", "j2"]
+    assert {(e.kind, e.reason) for e in stopped} == {("finished", "interrupted")}
     assert not (tmp_path / "jobs" / "j1" / EXIT_MARKER).exists()  # never started
     assert not (tmp_path / "jobs" / "j1" / "log").exists()  # nothing ran there
 

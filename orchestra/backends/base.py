@@ -11,6 +11,7 @@ from typing import Literal, Protocol
 from orchestra.spec.model import TaskSpec
 
 EXIT_MARKER = ".orchestra-exit"
+PID_FILE = ".orchestra-pid"  # local backend: who runs the attempt (pids and start times)
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,15 @@ class Backend(Protocol):
         ``started`` (still running: now watched, its end comes through :meth:`poll`) or
         ``lost`` (neither: re-queue it)."""
 
-    def close(self) -> list[JobRun]:
-        """Stop every attempt still running (Ctrl-C); return them."""
+    def close(self) -> list[JobEvent]:
+        """Stop every attempt still running (Ctrl-C). Returns what :meth:`poll` has not handed
+        out yet: the outcomes known by now (an attempt that ended before the stop is
+        ``finished`` with its exit code, never re-queued) and, for each attempt stopped or never
+        started, ``finished`` with reason ``interrupted``."""
 
 
 def read_exit_marker(run: JobRun) -> tuple[int, str] | None:
-    """(exit code, when it was written) from the marker a job's shell writes as it ends,
+    """(exit code, when it was written) from the marker written as a job ends,
     ``<code> <run id>``, if it is this attempt's and whole; else None."""
     path = run.job_dir / EXIT_MARKER
     try:
