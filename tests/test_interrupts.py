@@ -5,6 +5,7 @@ code of an interrupt is 130 (SIGINT) or 143 (SIGTERM), with one line and no trac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -270,8 +271,12 @@ def test_a_job_killed_by_a_cancel_still_gets_its_marker(tmp_path: Path) -> None:
 
 # item 17: purge waits for the lock ----------------------------------------------------------
 def test_purge_while_an_apply_runs_the_task_waits_for_it(repo: Repo) -> None:
+    """The jobs ignore SIGTERM, so the apply asked to kill the task winds down for its grace
+    period, holding the task's lock: purge removes the directory only once it let go."""
     repo.configs({f"c{i}.txt": "x\n" for i in range(3)})
-    task = repo.task(exec="echo run >> runs; sleep 60; cat %IN > %OUT # %DATA", bypass=True)
+    task = repo.task(
+        exec="trap '' TERM; echo run >> runs; sleep 60; cat %IN > %OUT # %DATA", bypass=True
+    )
     apply = repo.spawn("apply")
     try:
         _wait_for(
@@ -279,6 +284,7 @@ def test_purge_while_an_apply_runs_the_task_waits_for_it(repo: Repo) -> None:
             "two jobs running",
         )
         assert repo.orchestra("delete", "--purge", task) == 0
+        assert not _holds_lock(apply.pid)  # it had let go when the directory went
         assert not repo.task_dir(task).exists()
         _out, err = apply.communicate(timeout=DEADLINE)
     finally:
@@ -287,6 +293,14 @@ def test_purge_while_an_apply_runs_the_task_waits_for_it(repo: Repo) -> None:
     assert apply.returncode == 0, err
     assert "error" not in err
     assert not repo.task_dir(task).exists()  # nothing recreated by the apply winding down
+
+
+def _holds_lock(pid: int) -> bool:
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            if ".orchestra-lock" in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                return True
+    return False
 
 
 def test_purge_refuses_while_the_lock_stays_held(
