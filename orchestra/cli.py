@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from orchestra import __version__
 from orchestra.errors import FatalError
-from orchestra.interrupts import catch_sigterm, restore, stopped
+from orchestra.interrupts import catch_sigterm, deferred, restore, stopped
 
 DESCRIPTION = """\
 Orchestra runs one container command per configuration file, declared in YAML specs
@@ -409,7 +409,8 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    module = importlib.import_module(f"orchestra.commands.{args.command}")
+    with deferred():  # a Ctrl-C while the command's modules load acts once they have
+        module = importlib.import_module(f"orchestra.commands.{args.command}")
     exit_code: int = module.run(args)
     return exit_code
 

@@ -14,6 +14,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # typing costs an import this module, loaded first, does without
+    from collections.abc import Iterator
     from typing import Any
 
 EXIT_INTERRUPTED = 130
@@ -41,6 +42,23 @@ def restore(previous: Any) -> None:
     if previous is not None:
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held back (blocked) while modules load, delivered as soon as they
+    have: an interrupt inside the initialisation of some compiled extensions crashes the
+    interpreter (seen: orjson, a SIGSEGV instead of exit 130)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, OSError):  # pragma: no cover (not POSIX)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def stopped(exc: KeyboardInterrupt) -> int:
