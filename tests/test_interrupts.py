@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -267,6 +268,30 @@ def test_a_job_killed_by_a_cancel_still_gets_its_marker(tmp_path: Path) -> None:
         assert (run.job_dir / EXIT_MARKER).read_text() == "143 run-j\n"
     finally:
         backend.close()
+
+
+def test_a_job_leaving_fifos_for_its_records_blocks_nothing(tmp_path: Path) -> None:
+    """A job that puts FIFOs where its pid file and marker go: its slot writes no record
+    there and runs the next job; a later recovery reads neither (no hang): the job is lost."""
+    backend = LocalBackend(_cluster(tmp_path, slots=1))
+    hostile = _run_of(
+        tmp_path, "hostile", "rm -f .orchestra-*; mkfifo .orchestra-exit .orchestra-pid"
+    )
+    try:
+        backend.submit(hostile)
+        backend.submit(_run_of(tmp_path, "next", "exit 5"))
+        finished = {e.run.job: e for e in _collect(backend, 2) if e.kind == "finished"}
+        assert finished["hostile"].exit_code == 0 and finished["next"].exit_code == 5
+    finally:
+        backend.close()
+    results: list[JobEvent] = []
+    second = LocalBackend(_cluster(tmp_path))
+    reader = threading.Thread(target=lambda: results.extend(second.recover([hostile])), daemon=True)
+    reader.start()
+    reader.join(DEADLINE)
+    assert not reader.is_alive(), "recovery blocked on a FIFO"
+    second.close()
+    assert [e.kind for e in results] == ["lost"]
 
 
 # item 17: purge waits for the lock ----------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -79,10 +81,9 @@ class Backend(Protocol):
 def read_exit_marker(run: JobRun) -> tuple[int, str] | None:
     """(exit code, when it was written) from the marker written as a job ends,
     ``<code> <run id>``, if it is this attempt's and whole; else None."""
-    path = run.job_dir / EXIT_MARKER
     try:
-        text = path.read_text(encoding="utf-8")
-        mtime = path.stat().st_mtime
+        data, mtime = read_job_file(run.job_dir / EXIT_MARKER)
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return None
     if not text.endswith("\n"):
@@ -91,3 +92,17 @@ def read_exit_marker(run: JobRun) -> tuple[int, str] | None:
     if run_id != run.run_id or not code.lstrip("-").isdigit():
         return None
     return int(code), time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(mtime))
+
+
+def read_job_file(path: Path, limit: int = 4096) -> tuple[bytes, float]:
+    """(the first ``limit`` bytes, mtime) of a small file orchestra wrote in a job's
+    directory, which the job may have replaced: never blocks (a FIFO, a device) and reads
+    regular files only (OSError otherwise)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path}: not a regular file")
+        return os.read(fd, limit), info.st_mtime
+    finally:
+        os.close(fd)

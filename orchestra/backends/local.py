@@ -37,7 +37,14 @@ import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
 
-from orchestra.backends.base import EXIT_MARKER, PID_FILE, JobEvent, JobRun, read_exit_marker
+from orchestra.backends.base import (
+    EXIT_MARKER,
+    PID_FILE,
+    JobEvent,
+    JobRun,
+    read_exit_marker,
+    read_job_file,
+)
 from orchestra.fsutil import now_iso
 from orchestra.spec.model import ClusterSpec
 
@@ -427,7 +434,9 @@ def _script(run: JobRun, worker: _Worker) -> str:
     with the worker's own pid and start time, wait, write the marker, report the wait status.
     The marker is written before the report: an orchestra that died takes the worker with it
     at the report (SIGPIPE). (Reading the attempt's own start time from /proc in the shell
-    cost more than the rest of the dispatch: ``read`` takes a byte per system call.)"""
+    cost more than the rest of the dispatch: ``read`` takes a byte per system call.) Each
+    file is written only where nothing but a regular file is: a job that left a FIFO in its
+    place must not block its slot."""
     job_dir = shlex.quote(str(run.job_dir))
     run_id = shlex.quote(run.run_id)
     env = {
@@ -444,11 +453,14 @@ def _script(run: JobRun, worker: _Worker) -> str:
         f"eval {shlex.quote(run.command)}\n"
         f") </dev/null >>{job_dir}/{LOG_FILE} 2>&1 &\n"
         'echo "s $!"\n'
-        f"printf '%s %s\\n' \"$!\" '{worker.pid} {worker.start} '{run_id}"
-        f" 2>/dev/null >{job_dir}/{PID_FILE}\n"
+        f"p={job_dir}/{PID_FILE}\n"
+        '{ [ ! -e "$p" ] || [ -f "$p" ]; } && '
+        f"printf '%s %s\\n' \"$!\" '{worker.pid} {worker.start} '{run_id} 2>/dev/null >\"$p\"\n"
         # 2>/dev/null: the shell's own "Terminated" notice when a job is killed by a signal
         "wait $! 2>/dev/null\nr=$?\n"
-        f"printf '%s %s\\n' \"$r\" {run_id} 2>/dev/null >{job_dir}/{EXIT_MARKER}\n"
+        f"p={job_dir}/{EXIT_MARKER}\n"
+        '{ [ ! -e "$p" ] || [ -f "$p" ]; } && '
+        f'printf \'%s %s\\n\' "$r" {run_id} 2>/dev/null >"$p"\n'
         'echo "e $! $r"\n'
     )
 
@@ -537,8 +549,7 @@ def _job_alive(record: _PidRecord) -> bool:
 def _read_pid_file(run: JobRun) -> _PidRecord | None:
     """What the worker recorded as the attempt started, if it is this attempt's and whole."""
     try:
-        with open(run.job_dir / PID_FILE, "rb") as stream:
-            text = stream.read(4096).decode()
+        text = read_job_file(run.job_dir / PID_FILE)[0].decode()
     except (OSError, UnicodeDecodeError):
         return None
     words = text.split(" ")
