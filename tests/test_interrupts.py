@@ -271,12 +271,10 @@ def test_a_job_killed_by_a_cancel_still_gets_its_marker(tmp_path: Path) -> None:
 
 
 def test_a_job_leaving_fifos_for_its_records_blocks_nothing(tmp_path: Path) -> None:
-    """A job that puts FIFOs where its pid file and marker go: its slot writes no record
-    there and runs the next job; a later recovery reads neither (no hang): the job is lost."""
+    """A job that puts a FIFO where its marker goes: its slot writes no record there and runs
+    the next job; a later recovery does not read it (no hang): the job is lost."""
     backend = LocalBackend(_cluster(tmp_path, slots=1))
-    hostile = _run_of(
-        tmp_path, "hostile", "rm -f .orchestra-*; mkfifo .orchestra-exit .orchestra-pid"
-    )
+    hostile = _run_of(tmp_path, "hostile", "rm -f .orchestra-exit; mkfifo .orchestra-exit")
     try:
         backend.submit(hostile)
         backend.submit(_run_of(tmp_path, "next", "exit 5"))

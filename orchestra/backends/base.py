@@ -13,7 +13,6 @@ from typing import Literal, Protocol
 from orchestra.spec.model import TaskSpec
 
 EXIT_MARKER = ".orchestra-exit"
-PID_FILE = ".orchestra-pid"  # local backend: who runs the attempt (pids and start times)
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,8 @@ class Backend(Protocol):
 
 def read_exit_marker(run: JobRun) -> tuple[int, str] | None:
     """(exit code, when it was written) from the marker written as a job ends,
-    ``<code> <run id>``, if it is this attempt's and whole; else None."""
+    ``<code> <run id>``, if it is this attempt's and whole; else None (also while the local
+    backend's ``run <pids> <run id>`` line is there: the job has not ended)."""
     try:
         data, mtime = read_job_file(run.job_dir / EXIT_MARKER)
         text = data.decode("utf-8")

@@ -7,16 +7,17 @@ changes to the job's directory, exports the job's environment, appends stdout an
 ``jobs/<job>/log`` and evaluates the command exactly as ``sh -c`` would parse it. The command
 runs on the host: the Task's ``image`` is recorded, not pulled.
 
-The worker is the parent that waits for the attempt, and it keeps the records an orchestra
-started after this one died needs (design.md, "A shape that makes crash safety cheap"): as the
-attempt starts, ``.orchestra-pid`` (``<pid> <worker pid> <worker start> <run id>``: the
-attempt's process is that pid in the session its worker leads, and the worker is known by its
-pid and start time from ``/proc/PID/stat``) and, once it has waited for it, ``.orchestra-exit``
-(``<exit code> <run id>``). A command that clears its environment, changes directory or
-replaces its shell (``exec``) changes neither; a cancel or a timeout signals the attempt's
-processes, never the worker, so a stopped attempt still gets its marker. Recovery trusts these
-two files only: a marker of the attempt means its outcome is known (a leftover background
-process is not waited for); a recorded pid alive with the same start time means it still runs.
+The worker is the parent that waits for the attempt, and it keeps the record an orchestra
+started after this one died needs (design.md, "A shape that makes crash safety cheap"), in
+``.orchestra-exit``: as the attempt starts, ``run <pid> <worker pid> <worker start> <run id>``
+(the attempt's process is that pid in the session its worker leads; the worker is known by its
+pid and start time from ``/proc/PID/stat``), and once it has waited for it the marker proper,
+``<exit code> <run id>``, over it. (One file, not two: on ext4 a second inode per job cost
+more than the rest of the dispatch.) A command that clears its environment, changes directory
+or replaces its shell (``exec``) changes none of it; a cancel or a timeout signals the
+attempt's processes, never the worker, so a stopped attempt still gets its marker. Recovery
+trusts this record only: the attempt's marker means its outcome is known (a process it left
+behind is not waited for); its pid alive in its worker's session means it still runs.
 
 The worker reports ``s <pid>`` when an attempt starts and ``e <pid> <status>`` when it ends,
 on a pipe read by the slot's thread: a fixed pool of ``maxParallel`` threads, no thread per
@@ -39,7 +40,6 @@ from collections.abc import Collection, Mapping, Sequence
 
 from orchestra.backends.base import (
     EXIT_MARKER,
-    PID_FILE,
     JobEvent,
     JobRun,
     read_exit_marker,
@@ -54,6 +54,7 @@ PREFETCH = 16  # jobs queued ahead of the free slots
 STARTED_AFTER = 0.05  # seconds a job runs before it is reported as started
 _RUN_KEY = b"ORCHESTRA_RUN_ID="
 FREEZE_WAIT = 1.0  # seconds for a stopped (SIGSTOP) attempt to show as stopped
+_TORN_READS = 20  # reads of a marker file caught half-written, 10 ms apart
 
 
 class WorkerGone(Exception):
@@ -234,11 +235,13 @@ class LocalBackend:
         the pids and start times its worker recorded."""
         events = []
         for run in runs:
-            record = None if read_exit_marker(run) else _read_pid_file(run)
-            if record is not None and (_job_alive(record) or _same_process(*record[1:])):
+            record = _recorded(run)
+            if isinstance(record, tuple) and (_job_alive(record) or _same_process(*record[1:])):
                 with self._lock:
                     self._adopted[run.run_id] = (run, record)
                 events.append(JobEvent(run, "started", now_iso(), pid=record[0], node=self._node))
+            elif isinstance(record, JobEvent):
+                events.append(record)
             else:
                 events.append(_outcome_from_marker(run))
         return events
@@ -416,7 +419,8 @@ class LocalBackend:
         for run_id, (run, record) in adopted:
             if _job_alive(record):
                 continue
-            event = _outcome_from_marker(run)
+            outcome = _recorded(run)
+            event = outcome if isinstance(outcome, JobEvent) else _outcome_from_marker(run)
             if event.kind != "finished" and _same_process(*record[1:]):
                 continue  # its worker is about to write the marker
             with self._lock:
@@ -431,12 +435,12 @@ def _script(run: JobRun, worker: _Worker) -> str:
     only break its own subshell (a syntax error is exit 2 in its log), never the worker.
 
     Then, in the worker (shell builtins only, no process started): report the pid, record it
-    with the worker's own pid and start time, wait, write the marker, report the wait status.
-    The marker is written before the report: an orchestra that died takes the worker with it
-    at the report (SIGPIPE). (Reading the attempt's own start time from /proc in the shell
-    cost more than the rest of the dispatch: ``read`` takes a byte per system call.) Each
-    file is written only where nothing but a regular file is: a job that left a FIFO in its
-    place must not block its slot."""
+    in the marker file with the worker's own pid and start time, wait, write the marker over
+    it, report the wait status. The marker is written before the report: an orchestra that
+    died takes the worker with it at the report (SIGPIPE). (Reading the attempt's own start
+    time from /proc in the shell cost more than the rest of the dispatch: ``read`` takes a
+    byte per system call.) The file is written only if nothing but a regular file is there:
+    a job that left a FIFO in its place must not block its slot."""
     job_dir = shlex.quote(str(run.job_dir))
     run_id = shlex.quote(run.run_id)
     env = {
@@ -453,12 +457,11 @@ def _script(run: JobRun, worker: _Worker) -> str:
         f"eval {shlex.quote(run.command)}\n"
         f") </dev/null >>{job_dir}/{LOG_FILE} 2>&1 &\n"
         'echo "s $!"\n'
-        f"p={job_dir}/{PID_FILE}\n"
+        f"p={job_dir}/{EXIT_MARKER}\n"
         '{ [ ! -e "$p" ] || [ -f "$p" ]; } && '
-        f"printf '%s %s\\n' \"$!\" '{worker.pid} {worker.start} '{run_id} 2>/dev/null >\"$p\"\n"
+        f"printf 'run %s %s\\n' \"$!\" '{worker.pid} {worker.start} '{run_id} 2>/dev/null >\"$p\"\n"
         # 2>/dev/null: the shell's own "Terminated" notice when a job is killed by a signal
         "wait $! 2>/dev/null\nr=$?\n"
-        f"p={job_dir}/{EXIT_MARKER}\n"
         '{ [ ! -e "$p" ] || [ -f "$p" ]; } && '
         f'printf \'%s %s\\n\' "$r" {run_id} 2>/dev/null >"$p"\n'
         'echo "e $! $r"\n'
@@ -546,18 +549,31 @@ def _job_alive(record: _PidRecord) -> bool:
     return len(fields) > 3 and fields[0] != b"Z" and fields[3] == str(record[1]).encode()
 
 
-def _read_pid_file(run: JobRun) -> _PidRecord | None:
-    """What the worker recorded as the attempt started, if it is this attempt's and whole."""
-    try:
-        text = read_job_file(run.job_dir / PID_FILE)[0].decode()
-    except (OSError, UnicodeDecodeError):
+def _recorded(run: JobRun) -> _PidRecord | JobEvent | None:
+    """What the worker wrote in the marker file for this attempt: its outcome (a ``finished``
+    event) or, while it runs, its pids; None if neither. An incomplete line is the worker
+    rewriting the file at that instant (or a job's garbage): read again, a few times."""
+    for _ in range(_TORN_READS):
+        try:
+            data, mtime = read_job_file(run.job_dir / EXIT_MARKER)
+            text = data.decode()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if text.endswith("\n"):
+            break
+        time.sleep(0.01)
+    else:
         return None
-    words = text.split(" ")
-    if not text.endswith("\n") or len(words) != 4 or words[3][:-1] != run.run_id:
+    code, _, run_id = text[:-1].partition(" ")
+    if run_id == run.run_id and code.lstrip("-").isdigit():
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(mtime))
+        return JobEvent(run, "finished", stamp, exit_code=int(code), reason="recovered")
+    words = text[:-1].split(" ", 4)
+    if len(words) != 5 or words[0] != "run" or words[4] != run.run_id:
         return None
-    if not all(word.isdigit() for word in words[:3]):
+    if not all(word.isdigit() for word in words[1:4]):
         return None
-    return int(words[0]), int(words[1]), words[2]
+    return int(words[1]), int(words[2]), words[3]
 
 
 def _signal_adopted(record: _PidRecord, sig: int) -> None:
