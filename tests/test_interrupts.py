@@ -88,6 +88,20 @@ def test_close_hands_over_the_outcome_of_a_job_that_finished_unpolled(tmp_path: 
     assert finished["slow"].reason == "interrupted"
 
 
+def test_a_job_the_stop_signal_reached_first_is_interrupted_not_failed(tmp_path: Path) -> None:
+    """CI runners and systemd signal every process of the job at once: a job that the
+    SIGTERM killed before this process could stop it is left pending, not failed."""
+    backend = LocalBackend(_cluster(tmp_path))
+    run = _run_of(tmp_path, "j", "exec sleep 60")
+    backend.submit(run)
+    (started,) = _collect(backend, 1)
+    assert started.kind == "started" and started.pid is not None
+    os.kill(started.pid, signal.SIGTERM)
+    _wait_for(lambda: (run.job_dir / EXIT_MARKER).read_text() == "143 run-j\n", "the job's marker")
+    (event,) = backend.close()
+    assert event.kind == "finished" and event.reason == "interrupted"
+
+
 def test_ctrl_c_while_an_outcome_is_queued_logs_it_and_never_reruns_it(
     repo: Repo, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -37,6 +37,7 @@ import socket
 import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 
 from orchestra.backends.base import (
     EXIT_MARKER,
@@ -54,6 +55,7 @@ PREFETCH = 16  # jobs queued ahead of the free slots
 STARTED_AFTER = 0.05  # seconds a job runs before it is reported as started
 _RUN_KEY = b"ORCHESTRA_RUN_ID="
 FREEZE_WAIT = 1.0  # seconds for a stopped (SIGSTOP) attempt to show as stopped
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _TORN_READS = 20  # reads of a marker file caught half-written, 10 ms apart
 
 
@@ -274,9 +276,14 @@ class LocalBackend:
         events = []
         while True:
             try:
-                events.append(self._events.get_nowait())
+                event = self._events.get_nowait()
             except queue.Empty:
                 break
+            if event.kind == "finished" and (event.exit_code or 0) - 128 in _STOP_SIGNALS:
+                # killed by the stop signal itself: a CI runner or systemd signals every
+                # process of the job at once, so the job can die before this process acts
+                event = replace(event, reason="interrupted")
+            events.append(event)
         answered = {event.run.run_id for event in events if event.kind != "started"}
         for run_id, run in self._pending.items():
             if run_id not in answered:  # never started, or its slot gave up: its marker, if any
