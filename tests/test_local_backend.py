@@ -134,7 +134,7 @@ def test_close_stops_running_and_returns_queued_attempts(tmp_path: Path) -> None
 
 def test_a_job_running_only_shell_builtins_is_found_by_its_directory(tmp_path: Path) -> None:
     """No program of its own carries ORCHESTRA_RUN_ID in its environment: the job's shell is
-    found by its working directory."""
+    found by the pid its slot's shell recorded."""
     fifo = tmp_path / "gate"
     os.mkfifo(fifo)
     first = LocalBackend(_cluster(tmp_path))
