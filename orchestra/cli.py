@@ -15,8 +15,7 @@ from typing import Any, NoReturn
 
 from orchestra import __version__
 from orchestra.errors import FatalError
-
-EXIT_INTERRUPTED = 130
+from orchestra.interrupts import catch_sigterm, deferred, restore, stopped
 
 DESCRIPTION = """\
 Orchestra runs one container command per configuration file, declared in YAML specs
@@ -34,7 +33,8 @@ examples:
   orchestra -C ~/specs validate --format json
 
 exit codes: 0 ok, 1 error or invalid input, 2 changes present (plan --detailed-exitcode),
-3 a task ended broken or finalized (apply, retry), 130 interrupted (Ctrl-C).
+3 a task ended broken or finalized (apply, retry), 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM); both after a clean stop: running jobs stopped and left pending, outcomes kept.
 Run 'orchestra COMMAND --help' for a command's options.
 """
 
@@ -79,9 +79,10 @@ examples:
   orchestra apply plan.json               exactly a saved plan (refused when stale)
 
 Idempotent: a job that finished with the same inputs never runs again. Ctrl-C stops the
-running jobs, leaves them pending and exits 130; the next apply resumes.
-exit codes: 0 done, 1 error (also: a task skipped, its status files damaged; the others
-are applied), 3 a task this run acted on ended broken or finalized.
+running jobs, leaves them pending and exits 130 (SIGTERM: the same, exit 143); a job that
+had finished keeps its outcome. The next apply resumes.
+exit codes: 0 done, 1 error (also: a task skipped, its status files damaged or unsafe; the
+others are applied), 3 a task this run acted on ended broken or finalized.
 """
 
 RECONCILE_EPILOG = """\
@@ -419,13 +420,24 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    module = importlib.import_module(f"orchestra.commands.{args.command}")
+    with deferred():  # a Ctrl-C while the command's modules load acts once they have
+        module = importlib.import_module(f"orchestra.commands.{args.command}")
     exit_code: int = module.run(args)
     return exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code instead of exiting."""
+    previous = catch_sigterm()  # every command: SIGTERM is a clean stop, exit 143
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:  # in the handlers of _main, or on its way out
+        return stopped(exc)
+    finally:
+        restore(previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -442,9 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("orchestra: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        return stopped(exc)
     except BrokenPipeError:
         # the reader went away (e.g. `orchestra status | head`): not an error of ours
         devnull = os.open(os.devnull, os.O_WRONLY)

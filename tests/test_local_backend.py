@@ -126,14 +126,15 @@ def test_close_stops_running_and_returns_queued_attempts(tmp_path: Path) -> None
         backend.submit(run)
     assert _collect(backend, 1)[0].kind == "started"
     stopped = backend.close()
-    assert sorted(r.job for r in stopped) == ["j0", "j1", "j2"]
+    assert sorted(e.run.job for e in stopped) == ["j0", "j1", "j2"]
+    assert {(e.kind, e.reason) for e in stopped} == {("finished", "interrupted")}
     assert not (tmp_path / "jobs" / "j1" / EXIT_MARKER).exists()  # never started
     assert not (tmp_path / "jobs" / "j1" / "log").exists()  # nothing ran there
 
 
 def test_a_job_running_only_shell_builtins_is_found_by_its_directory(tmp_path: Path) -> None:
     """No program of its own carries ORCHESTRA_RUN_ID in its environment: the job's shell is
-    found by its working directory."""
+    found by the pid its slot's shell recorded."""
     fifo = tmp_path / "gate"
     os.mkfifo(fifo)
     first = LocalBackend(_cluster(tmp_path))

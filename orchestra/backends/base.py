@@ -73,22 +73,21 @@ class Backend(Protocol):
         ``started`` (still running: now watched, its end comes through :meth:`poll`) or
         ``lost`` (neither: re-queue it)."""
 
-    def close(self) -> list[JobRun]:
-        """Stop every attempt still running (Ctrl-C); return them."""
+    def close(self) -> list[JobEvent]:
+        """Stop every attempt still running (Ctrl-C). Returns what :meth:`poll` has not handed
+        out yet: the outcomes known by now (an attempt that ended before the stop is
+        ``finished`` with its exit code, never re-queued) and, for each attempt stopped or never
+        started, ``finished`` with reason ``interrupted``."""
 
 
 def read_exit_marker(run: JobRun) -> tuple[int, str] | None:
-    """(exit code, when it was written) from the marker a job's shell writes as it ends,
-    ``<code> <run id>``, if it is this attempt's and whole; else None."""
-    path = run.job_dir / EXIT_MARKER
-    try:  # a FIFO or a symlink planted there is no marker: never opened for reading
-        fd = open_regular(path)
-        try:
-            mtime = os.fstat(fd).st_mtime
-            text = os.read(fd, 4096).decode("utf-8")
-        finally:
-            os.close(fd)
-    except (OSError, UnicodeDecodeError, UnsafePath):
+    """(exit code, when it was written) from the marker written as a job ends,
+    ``<code> <run id>``, if it is this attempt's and whole; else None (also while the local
+    backend's ``run <pids> <run id>`` line is there: the job has not ended)."""
+    try:
+        data, mtime = read_job_file(run.job_dir / EXIT_MARKER)
+        text = data.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
         return None
     if not text.endswith("\n"):
         return None
@@ -96,3 +95,17 @@ def read_exit_marker(run: JobRun) -> tuple[int, str] | None:
     if run_id != run.run_id or not code.lstrip("-").isdigit():
         return None
     return int(code), time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(mtime))
+
+
+def read_job_file(path: Path, limit: int = 4096) -> tuple[bytes, float]:
+    """(the first ``limit`` bytes, mtime) of a small file orchestra wrote in a job's
+    directory, which the job may have replaced: never blocks (a FIFO, a device) and reads
+    regular files only (OSError otherwise)."""
+    try:  # a FIFO or a symlink planted there is none of orchestra's: never opened to read
+        fd = open_regular(path)
+    except UnsafePath as exc:
+        raise OSError(exc.message) from None
+    try:
+        return os.read(fd, limit), os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)

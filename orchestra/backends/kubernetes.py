@@ -339,7 +339,7 @@ class KubernetesBackend:
     def namespace_of(self, owner: str) -> str:
         return namespace(self.cluster, owner)
 
-    def close(self) -> list[JobRun]:
+    def close(self) -> list[JobEvent]:
         return []  # Jobs run on in the cluster; the next apply finds them
 
 

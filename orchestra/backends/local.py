@@ -7,10 +7,17 @@ changes to the job's directory, exports the job's environment, appends stdout an
 ``jobs/<job>/log`` and evaluates the command exactly as ``sh -c`` would parse it. The command
 runs on the host: the Task's ``image`` is recorded, not pulled.
 
-A one-line shell trap writes ``<rc> <run id>`` to ``.orchestra-exit`` when the job's shell
-exits, so that an orchestra process started after this one died can still learn the outcome.
-While a job runs, a later orchestra process finds it by its working directory (the job's
-directory) or by the ``ORCHESTRA_RUN_ID`` in the environment of the programs it runs.
+The worker is the parent that waits for the attempt, and it keeps the record an orchestra
+started after this one died needs (design.md, "A shape that makes crash safety cheap"), in
+``.orchestra-exit``: as the attempt starts, ``run <pid> <worker pid> <worker start> <run id>``
+(the attempt's process is that pid in the session its worker leads; the worker is known by its
+pid and start time from ``/proc/PID/stat``), and once it has waited for it the marker proper,
+``<exit code> <run id>``, over it. (One file, not two: on ext4 a second inode per job cost
+more than the rest of the dispatch.) A command that clears its environment, changes directory
+or replaces its shell (``exec``) changes none of it; a cancel or a timeout signals the
+attempt's processes, never the worker, so a stopped attempt still gets its marker. Recovery
+trusts this record only: the attempt's marker means its outcome is known (a process it left
+behind is not waited for); its pid alive in its worker's session means it still runs.
 
 The worker reports ``s <pid>`` when an attempt starts and ``e <pid> <status>`` when it ends,
 on a pipe read by the slot's thread: a fixed pool of ``maxParallel`` threads, no thread per
@@ -30,9 +37,16 @@ import socket
 import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 
 from orchestra.backends.attempts import LOG_FILE, output_written
-from orchestra.backends.base import EXIT_MARKER, JobEvent, JobRun, read_exit_marker
+from orchestra.backends.base import (
+    EXIT_MARKER,
+    JobEvent,
+    JobRun,
+    read_exit_marker,
+    read_job_file,
+)
 from orchestra.errors import UnsafePath
 from orchestra.fsutil import check_directory, make_job_dir, now_iso
 from orchestra.spec.model import ClusterSpec
@@ -41,9 +55,9 @@ TERM_GRACE = 5.0
 PREFETCH = 16  # jobs queued ahead of the free slots
 STARTED_AFTER = 0.05  # seconds a job runs before it is reported as started
 _RUN_KEY = b"ORCHESTRA_RUN_ID="
-# after each attempt, the worker reports its pid and wait status on its stdout
-# (2>/dev/null: the shell's own "Terminated" notice when a job is killed by a signal)
-_REPORT = 'echo "s $!"\nwait $! 2>/dev/null\necho "e $! $?"\n'
+FREEZE_WAIT = 1.0  # seconds for a stopped (SIGSTOP) attempt to show as stopped
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_TORN_READS = 20  # reads of a marker file caught half-written, 10 ms apart
 
 
 class WorkerGone(Exception):
@@ -73,6 +87,10 @@ class _Worker:
             raise
         os.close(script_r)
         os.close(report_w)
+        try:
+            self.start = _start_time(self.pid)  # written with each attempt it runs
+        except (OSError, IndexError):
+            self.start = ""
         self._script = script_w
         self._report = report_r
         self._buffer = b""
@@ -143,7 +161,8 @@ class LocalBackend:
         # run id -> (attempt, its shell's pid, the slot's worker)
         self._running: dict[str, tuple[JobRun, int, _Worker]] = {}
         self._cancelled: set[str] = set()
-        self._adopted: dict[str, tuple[JobRun, list[int]]] = {}
+        self._interrupted: set[str] = set()  # stopped by close(): "interrupted", not "cancelled"
+        self._adopted: dict[str, tuple[JobRun, _PidRecord]] = {}
         self._pending: dict[str, JobRun] = {}  # submitted, outcome not yet handed out by poll
         self._closing = False
         self._node = socket.gethostname()
@@ -204,38 +223,43 @@ class LocalBackend:
                 for rid, (_r, _p, worker) in self._running.items()
                 if rid in run_ids
             ]
-            adopted = [pids for rid, (_run, pids) in self._adopted.items() if rid in run_ids]
+            adopted = [rec for rid, (_run, rec) in self._adopted.items() if rid in run_ids]
         for run_id, worker_pid in targets:
             _signal_jobs_of(worker_pid, signal.SIGTERM)
             timer = threading.Timer(TERM_GRACE, self._kill_if_running, (run_id, worker_pid))
             timer.daemon = True
             timer.start()
-        for pids in adopted:
-            for pid in pids:
-                _signal(pid, signal.SIGTERM)
+        for record in adopted:
+            _signal_adopted(record, signal.SIGTERM)
+            timer = threading.Timer(TERM_GRACE, _signal_adopted, (record, signal.SIGKILL))
+            timer.daemon = True
+            timer.start()
 
     def recover(self, runs: Sequence[JobRun]) -> list[JobEvent]:
-        if not runs:
-            return []
-        # by working directory only a job directory that is one: through a symlink planted
-        # as it, another user's job working there would pass for this one
-        alive = _processes_by_run_id(
-            {os.path.realpath(run.job_dir): run.run_id for run in runs if _real_job_dir(run)}
-        )
+        """From the attempt's own records only (no scan of other processes): its marker, then
+        the pids and start times its worker recorded. A job directory that is not one (a
+        symlink planted as it) holds no record of this attempt's: the job is lost."""
         events = []
         for run in runs:
-            pids = alive.get(run.run_id)
-            if pids:
+            if not _real_job_dir(run):  # a symlink planted as it: none of its records is ours
+                reason = f"{run.job_dir} is not a directory (a symlink?): outcome unknown"
+                events.append(JobEvent(run, "lost", now_iso(), reason=reason))
+                continue
+            record = _recorded(run)
+            if isinstance(record, tuple) and (_job_alive(record) or _same_process(*record[1:])):
                 with self._lock:
-                    self._adopted[run.run_id] = (run, pids)
-                events.append(JobEvent(run, "started", now_iso(), pid=min(pids), node=self._node))
+                    self._adopted[run.run_id] = (run, record)
+                events.append(JobEvent(run, "started", now_iso(), pid=record[0], node=self._node))
+            elif isinstance(record, JobEvent):
+                events.append(record)
             else:
                 events.append(_outcome_from_marker(run))
         return events
 
-    def close(self) -> list[JobRun]:
+    def close(self) -> list[JobEvent]:
         """Stop the pool; terminate what runs (SIGTERM, then SIGKILL after a grace period).
-        Returns the attempts submitted whose outcome :meth:`poll` has not handed out."""
+        Returns every event :meth:`poll` has not handed out: an attempt that ended before the
+        stop keeps its outcome; one stopped, or never started, is ``interrupted``."""
         while True:
             try:
                 self._queue.get_nowait()
@@ -246,9 +270,8 @@ class LocalBackend:
         with self._lock:
             self._closing = True  # a job a slot starts from now on is stopped at once
             running = list(self._running.items())
-            self._cancelled.update(self._running)
-        for _rid, (_run, _pid, worker) in running:
-            _signal_jobs_of(worker.pid, signal.SIGTERM)
+        for rid, (_run, pid, worker) in running:
+            self._interrupt(rid, pid, worker)
         deadline = time.monotonic() + TERM_GRACE
         for thread in self._workers:  # each reaps its job, then reads the stop sentinel
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -258,7 +281,39 @@ class LocalBackend:
             self._kill_if_running(rid, worker.pid)
         for thread in self._workers:
             thread.join(timeout=TERM_GRACE)
-        return list(self._pending.values())
+        events = []
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if event.kind == "finished" and (event.exit_code or 0) - 128 in _STOP_SIGNALS:
+                # killed by the stop signal itself: a CI runner or systemd signals every
+                # process of the job at once, so the job can die before this process acts
+                event = replace(event, reason="interrupted")
+            events.append(event)
+        answered = {event.run.run_id for event in events if event.kind != "started"}
+        for run_id, run in self._pending.items():
+            if run_id not in answered:  # never started, or its slot gave up: its marker, if any
+                event = _outcome_from_marker(run)
+                if event.kind != "finished":
+                    event = JobEvent(run, "finished", now_iso(), reason="interrupted")
+                events.append(event)
+        self._pending.clear()
+        return events
+
+    def _interrupt(self, run_id: str, pid: int, worker: _Worker) -> None:
+        """Stop an attempt for close() unless it has ended already: it is frozen first
+        (SIGSTOP), so that whether it ended on its own is a fact, not a race with the signal,
+        then terminated and thawed. An attempt that ended keeps its own outcome."""
+        if pid and not _freeze(pid):
+            return
+        with self._lock:
+            self._cancelled.add(run_id)
+            self._interrupted.add(run_id)
+        _signal_jobs_of(worker.pid, signal.SIGTERM)
+        if pid:
+            _signal(pid, signal.SIGCONT)
 
     def _kill_if_running(self, run_id: str, worker_pid: int) -> None:
         with self._lock:
@@ -317,15 +372,18 @@ class LocalBackend:
                 worker.close()
 
     def _attempt(self, worker: _Worker, run: JobRun) -> None:
-        worker.send(_script(run) + _REPORT)
+        worker.send(_script(run, worker))
         started = now_iso()
         first = worker.line()
         pid = int(first.split()[1]) if first and first.startswith("s ") else 0
         with self._lock:
             self._running[run.run_id] = (run, pid, worker)
-            stop = self._closing or run.run_id in self._cancelled
+            closing = self._closing
+            stop = run.run_id in self._cancelled
         if stop:  # cancelled while it was handed to the worker
             self.cancel([run.run_id])
+        elif closing:  # close() began while it was handed over
+            self._interrupt(run.run_id, pid, worker)
         ended = worker.line(STARTED_AFTER)
         timed_out = False
         if ended is None:
@@ -346,7 +404,8 @@ class LocalBackend:
         with self._lock:
             self._running.pop(run.run_id, None)
             cancelled = run.run_id in self._cancelled
-        reason = "cancelled" if cancelled else _reason(status)
+            interrupted = run.run_id in self._interrupted
+        reason = ("interrupted" if interrupted else "cancelled") if cancelled else _reason(status)
         if timed_out and not cancelled:
             assert run.spec is not None and run.spec.timeout is not None
             reason = f"DeadlineExceeded: still running after its timeout ({run.spec.timeout} s)"
@@ -371,23 +430,38 @@ class LocalBackend:
         )
 
     def _check_adopted(self) -> list[JobEvent]:
+        """An adopted attempt has ended when its process has; its outcome is known once its
+        worker wrote the marker (or died without: then it is lost)."""
         events = []
         with self._lock:
             adopted = list(self._adopted.items())
-        for run_id, (run, pids) in adopted:
-            if any(_alive(pid) for pid in pids):
+        for run_id, (run, record) in adopted:
+            if _job_alive(record):
                 continue
+            outcome = _recorded(run)
+            event = outcome if isinstance(outcome, JobEvent) else _outcome_from_marker(run)
+            if event.kind != "finished" and _same_process(*record[1:]):
+                continue  # its worker is about to write the marker
             with self._lock:
                 self._adopted.pop(run_id, None)
-            events.append(_outcome_from_marker(run))
+            events.append(event)
         return events
 
 
-def _script(run: JobRun) -> str:
+def _script(run: JobRun, worker: _Worker) -> str:
     """The worker's text for one attempt: a subshell in the background, so that its pid is
     known. The command goes through ``eval`` of one quoted word: whatever it contains, it can
-    only break its own subshell (a syntax error is exit 2 in its log), never the worker."""
+    only break its own subshell (a syntax error is exit 2 in its log), never the worker.
+
+    Then, in the worker (shell builtins only, no process started): report the pid, record it
+    in the marker file with the worker's own pid and start time, wait, write the marker over
+    it, report the wait status. The marker is written before the report: an orchestra that
+    died takes the worker with it at the report (SIGPIPE). (Reading the attempt's own start
+    time from /proc in the shell cost more than the rest of the dispatch: ``read`` takes a
+    byte per system call.) The file is written only if nothing but a regular file is there:
+    a job that left a FIFO in its place must not block its slot."""
     job_dir = shlex.quote(str(run.job_dir))
+    run_id = shlex.quote(run.run_id)
     env = {
         **run.env,
         "ORCHESTRA_TASK": run.task,
@@ -396,13 +470,20 @@ def _script(run: JobRun) -> str:
         "ORCHESTRA_RUN_ID": run.run_id,
     }
     exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
-    trap = f'printf \'%s %s\\n\' "$?" "$ORCHESTRA_RUN_ID" > {job_dir}/{EXIT_MARKER}'
     return (
         f"(cd {job_dir} || exit 126\n"
         f"export {exports}\n"
-        f"trap {shlex.quote(trap)} EXIT\n"
         f"eval {shlex.quote(run.command)}\n"
         f") </dev/null >>{job_dir}/{LOG_FILE} 2>&1 &\n"
+        'echo "s $!"\n'
+        f"p={job_dir}/{EXIT_MARKER}\n"
+        '{ [ ! -e "$p" ] || [ -f "$p" ]; } && '
+        f"printf 'run %s %s\\n' \"$!\" '{worker.pid} {worker.start} '{run_id} 2>/dev/null >\"$p\"\n"
+        # 2>/dev/null: the shell's own "Terminated" notice when a job is killed by a signal
+        "wait $! 2>/dev/null\nr=$?\n"
+        '{ [ ! -e "$p" ] || [ -f "$p" ]; } && '
+        f'printf \'%s %s\\n\' "$r" {run_id} 2>/dev/null >"$p"\n'
+        'echo "e $! $r"\n'
     )
 
 
@@ -459,6 +540,89 @@ def _signal_jobs_of(worker_pid: int, sig: int) -> None:
             _signal(int(entry), sig)
 
 
+def _start_time(pid: int) -> str:
+    """Field 22 of /proc/PID/stat, the process's start time: with the pid, it names one
+    process for the machine's uptime (a pid is reused, the pair is not)."""
+    return _stat_fields(pid)[19].decode()
+
+
+def _same_process(pid: int, start: str) -> bool:
+    """Whether the process ``pid`` that started at ``start`` still runs."""
+    try:
+        fields = _stat_fields(pid)
+    except (OSError, IndexError):
+        return False
+    return len(fields) > 19 and fields[0] != b"Z" and fields[19].decode() == start
+
+
+# the attempt's pid, its worker's pid and start time
+_PidRecord = tuple[int, int, str]
+
+
+def _job_alive(record: _PidRecord) -> bool:
+    """Whether the attempt's process still runs: that pid, in its worker's session. The kernel
+    does not hand out a pid that still names a session, so while any process of the attempt
+    lives (its worker dead or not), no stranger carries both."""
+    try:
+        fields = _stat_fields(record[0])
+    except (OSError, IndexError):
+        return False
+    return len(fields) > 3 and fields[0] != b"Z" and fields[3] == str(record[1]).encode()
+
+
+def _recorded(run: JobRun) -> _PidRecord | JobEvent | None:
+    """What the worker wrote in the marker file for this attempt: its outcome (a ``finished``
+    event) or, while it runs, its pids; None if neither. An incomplete line is the worker
+    rewriting the file at that instant (or a job's garbage): read again, a few times."""
+    for _ in range(_TORN_READS):
+        try:
+            data, mtime = read_job_file(run.job_dir / EXIT_MARKER)
+            text = data.decode()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if text.endswith("\n"):
+            break
+        time.sleep(0.01)
+    else:
+        return None
+    code, _, run_id = text[:-1].partition(" ")
+    if run_id == run.run_id and code.lstrip("-").isdigit():
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(mtime))
+        return JobEvent(run, "finished", stamp, exit_code=int(code), reason="recovered")
+    words = text[:-1].split(" ", 4)
+    if len(words) != 5 or words[0] != "run" or words[4] != run.run_id:
+        return None
+    if not all(word.isdigit() for word in words[1:4]):
+        return None
+    return int(words[1]), int(words[2]), words[3]
+
+
+def _signal_adopted(record: _PidRecord, sig: int) -> None:
+    """Signal an adopted attempt: every process of its worker's session but the worker
+    (whatever the attempt started, wherever it went; the session keeps the worker's pid as its
+    name while any of them lives, the worker gone or not)."""
+    if _job_alive(record):
+        _signal_jobs_of(record[1], sig)
+
+
+def _freeze(pid: int) -> bool:
+    """Stop ``pid`` (SIGSTOP); True once it shows as stopped, False when it had ended (a
+    zombie, or gone). A process that neither shows stopped nor ended in time counts as
+    running: it is then stopped as one."""
+    _signal(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + FREEZE_WAIT
+    while True:
+        try:
+            state = _stat_fields(pid)[0]
+        except (OSError, IndexError):
+            return False
+        if state == b"Z":
+            return False
+        if state in (b"T", b"t") or time.monotonic() > deadline:
+            return True
+        time.sleep(0.001)
+
+
 def _alive(pid: int) -> bool:
     try:
         return _stat_fields(pid)[0] != b"Z"
@@ -468,7 +632,9 @@ def _alive(pid: int) -> bool:
 
 def _processes_by_run_id(job_dirs: dict[str, str] | None = None) -> dict[str, list[int]]:
     """Run id -> live pids of this user's processes carrying it in their environment, or
-    (given ``job_dirs``, real path -> run id) working in that job's directory."""
+    (given ``job_dirs``, real path -> run id) working in that job's directory. Recovery does
+    not use it (a job may clear its environment and leave its directory); the tests do, to
+    see that no process of a job is left."""
     found: dict[str, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -494,7 +660,7 @@ def _processes_by_run_id(job_dirs: dict[str, str] | None = None) -> dict[str, li
 
 
 def _outcome_from_marker(run: JobRun) -> JobEvent:
-    """The outcome the job's shell trap wrote, if it is this attempt's; else the job is lost."""
+    """The outcome its worker wrote, if it is this attempt's; else the job is lost."""
     marker = read_exit_marker(run)
     if marker is not None:
         return JobEvent(run, "finished", marker[1], exit_code=marker[0], reason="recovered")

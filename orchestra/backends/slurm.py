@@ -350,9 +350,10 @@ class SlurmBackend:
                 events.append(JobEvent(run, "started", now_iso(), node=self._node_of(tracked)))
         return events
 
-    def close(self) -> list[JobRun]:
+    def close(self) -> list[JobEvent]:
         """Hands what is buffered to Slurm (jobs run on in the cluster; the next orchestra
-        finds them); returns only the attempts that could not be submitted."""
+        finds them); returns the events not yet polled and, as ``interrupted``, the attempts
+        that could not be submitted."""
         try:
             self._flush()
         except FatalError:
@@ -360,7 +361,10 @@ class SlurmBackend:
                 self._unsubmitted += runs
             self._buffer.clear()
         unsubmitted, self._unsubmitted = self._unsubmitted, []
-        return unsubmitted
+        stamp = now_iso()
+        return self._take() + [
+            JobEvent(run, "finished", stamp, reason="interrupted") for run in unsubmitted
+        ]
 
     # submission ----------------------------------------------------------------------------
     def _flush(self) -> bool:

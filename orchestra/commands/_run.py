@@ -1,13 +1,11 @@
-"""Driving the engine from a command (apply, retry): SIGTERM as Ctrl-C, progress, outcome."""
+"""Driving the engine from a command (apply, retry): progress, outcome. (SIGTERM stops it as
+Ctrl-C does: the handler is the program's, see orchestra.interrupts.)"""
 
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from types import FrameType
+from collections.abc import Iterable
 
 from orchestra.commands._progress import describe, make_progress
 from orchestra.engine.runner import Engine, TaskRun
@@ -16,20 +14,6 @@ from orchestra.plan.desired import DesiredTask
 
 EXIT_TASK_FAILED = 3
 FAILED_PHASES = ("broken", "finalized")
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a CI job cancelled, ``kill``) stops cleanly, like Ctrl-C."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def more_open_files() -> None:
@@ -60,22 +44,21 @@ def run_engine(
     tasks the engine refused to touch (unsafe directories) are added to ``refused``; a task
     found damaged is skipped and added to ``damaged`` (without that list, raised)."""
     more_open_files()
-    with sigterm_as_interrupt():
-        engine = Engine(make_progress(sys.stderr))
-        engine.prepare(work, retry=retry, commit=commit)
-        if engine.damaged:
-            if damaged is None:
-                engine.release()
-                raise engine.damaged[0]
-            damaged += engine.damaged
-        if refused is not None:
-            refused.update(engine.refused)
-        if all(not r.count("pending") and not r.active for r in engine.runs) and all(
-            r.phase in ("done", "finalized", "broken", "killed") for r in engine.runs
-        ):
+    engine = Engine(make_progress(sys.stderr))
+    engine.prepare(work, retry=retry, commit=commit)
+    if engine.damaged:
+        if damaged is None:
             engine.release()
-            return None
-        engine.run(wait=wait)
+            raise engine.damaged[0]
+        damaged += engine.damaged
+    if refused is not None:
+        refused.update(engine.refused)
+    if all(not r.count("pending") and not r.active for r in engine.runs) and all(
+        r.phase in ("done", "finalized", "broken", "killed") for r in engine.runs
+    ):
+        engine.release()
+        return None
+    engine.run(wait=wait)
     return engine.runs
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 
 from orchestra.commands._common import check_owner, find_task, load_clusters
-from orchestra.engine.stop import kill_task
+from orchestra.engine.stop import kill_task, purge_task
 
 
 def run(args: argparse.Namespace) -> int:
@@ -15,7 +14,7 @@ def run(args: argparse.Namespace) -> int:
     found = find_task(specs, args.task)
     if found.record is None:
         if args.purge and found.task_dir.exists():
-            shutil.rmtree(found.task_dir)
+            purge_task(found.task_dir)
             print(f"{args.task}: purged {found.task_dir}")
             return 0
         print(f"{args.task}: never applied, nothing to delete")
@@ -23,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     record = kill_task(found.task_dir, found.cluster, reason="deleted by orchestra delete")
     print(f"{args.task}: killed")
     if args.purge:
-        shutil.rmtree(found.task_dir)
+        purge_task(found.task_dir)
         print(f"{args.task}: purged {found.task_dir}; the next apply launches it afresh")
     elif record.name in specs.tasks:
         print(

@@ -528,28 +528,26 @@ class Engine:
 
     # stopping ------------------------------------------------------------------------------
     def _interrupt(self) -> None:
-        """Ctrl-C (or any error): stop the running jobs and leave them pending."""
+        """Ctrl-C, SIGTERM (or any error): stop the running jobs and leave them pending. What
+        the backend learnt before it stopped is logged first: a job that had finished keeps
+        its outcome and never runs again."""
+        by_name = {r.name: r for r in self.runs}
         for backend in self.backends.values():
-            for attempt in backend.close():
-                for task_run in self.runs:
-                    if task_run.active.pop(attempt.run_id, None) is not None:
-                        task_run.job_event(
-                            attempt.job,
-                            {
-                                "state": "pending",
-                                "attempts": max(0, attempt.attempt - 1),
-                                "reason": "interrupted",
-                            },
-                        )
+            for event in backend.close():
+                owner = by_name.get(event.run.task)
+                if owner is not None:
+                    self._handle(owner, event)
+        for task_run in self.runs:
+            task_run.store.flush()
         self.backends.clear()
 
     def _finish(self) -> None:
-        for backend in self.backends.values():
-            backend.close()
-        self.backends.clear()
-        if self.progress is not None:
-            self.progress(self.runs, True)
-        self.release()
+        try:
+            self._interrupt()  # what is left (e.g. a local job when not waiting) stops, logged
+        finally:
+            if self.progress is not None:
+                self.progress(self.runs, True)
+            self.release()
 
     def release(self) -> None:
         errors: list[BaseException] = []

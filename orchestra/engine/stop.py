@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -74,6 +75,28 @@ def kill_task(task_dir: Path, cluster: ClusterSpec, *, reason: str) -> TaskRecor
         return record
     finally:
         store.close()
+        lock.release()
+
+
+def purge_task(task_dir: Path) -> None:
+    """Remove the task's directory, holding its lock: an orchestra still driving it (asked to
+    kill it, it is winding down) is waited for, never removed from under."""
+    lock = TaskLock(task_dir)
+    deadline = time.monotonic() + WAIT_FOR_ENGINE
+    while True:
+        try:
+            lock.acquire(task_dir.name)
+            break
+        except FatalError as exc:
+            if time.monotonic() >= deadline:
+                raise FatalError(
+                    f"{exc.message}; not purged after waiting {WAIT_FOR_ENGINE:.0f} s",
+                    hint="run delete --purge again once that process has ended",
+                ) from None
+            time.sleep(0.2)
+    try:
+        shutil.rmtree(task_dir)
+    finally:
         lock.release()
 
 
