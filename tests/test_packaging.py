@@ -59,7 +59,7 @@ def test_pip_install_into_a_fresh_venv_validates_the_examples(
     shown = subprocess.run(
         [str(python), "-c", probe], cwd=elsewhere, capture_output=True, text=True, check=True
     ).stdout.split("\n")
-    assert shown[:3] == ["orchestra-gitops 0.1.0", "orchestra.cli:main", "orchestra-gitops"]
+    assert shown[:3] == ["orchestra-gitops 0.1.0", "orchestra.__main__:main", "orchestra-gitops"]
     version = subprocess.run(
         [str(env_dir / "bin" / "orchestra"), "--version"],
         cwd=elsewhere,

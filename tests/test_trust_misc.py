@@ -396,7 +396,7 @@ def test_nothing_tells_users_to_install_the_pypi_project_named_orchestra() -> No
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["name"] == "orchestra-gitops"
-    assert project["scripts"] == {"orchestra": "orchestra.cli:main"}
+    assert project["scripts"] == {"orchestra": "orchestra.__main__:main"}
     told = [ROOT / "README.md", ROOT / "Dockerfile", ROOT / ".pre-commit-hooks.yaml"]
     for pattern in ("docs/**/*.md", "examples/**/*", "orchestra/**/*.py", "templates/**/*"):
         told += [p for p in ROOT.glob(pattern) if p.is_file()]
