@@ -75,13 +75,21 @@ def leftovers() -> Iterator[list[str]]:
 
 
 # item 3: an interrupt keeps the outcomes already known ---------------------------------------
+def _ended(marker: Path) -> bool:
+    """The marker holds the exit code 0 (while the job runs it holds its "run <pids>" line)."""
+    try:
+        return marker.read_text().startswith("0 ")
+    except OSError:
+        return False
+
+
 def test_close_hands_over_the_outcome_of_a_job_that_finished_unpolled(tmp_path: Path) -> None:
     backend = LocalBackend(_cluster(tmp_path))
     done = _run_of(tmp_path, "done", "exit 0")
     slow = _run_of(tmp_path, "slow", "sleep 60")
     backend.submit(done)
     backend.submit(slow)
-    _wait_for((done.job_dir / EXIT_MARKER).exists, "the quick job's marker")
+    _wait_for(lambda: _ended(done.job_dir / EXIT_MARKER), "the quick job's exit code")
     events = backend.close()  # never polled: its outcome is still queued
     finished = {e.run.job: e for e in events if e.kind == "finished"}
     assert finished["done"].exit_code == 0 and finished["done"].reason is None
@@ -126,7 +134,8 @@ def test_ctrl_c_while_an_outcome_is_queued_logs_it_and_never_reruns_it(
         if job is None or job.state not in ("submitted", "running"):
             return
         gate.touch()  # let it end now: its outcome is queued while this callback waits
-        _wait_for(marker.exists, "the quick job's marker")
+        # its exit code, not the "run <pids>" line the marker holds while the job runs
+        _wait_for(lambda: _ended(marker), "the quick job's marker")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(_run, "make_progress", lambda out: progress)
