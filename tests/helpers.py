@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from orchestra.backends.local import _stat_fields
 from orchestra.cli import main
 
 DEFAULT_EXEC = "cat %IN > %OUT  # data: %DATA"
@@ -116,3 +118,39 @@ def _dataset(name: str, path: str) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"path": path},
     }
+
+
+def _alive_pid(pid: int) -> bool:
+    try:
+        return _stat_fields(pid)[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def processes_by_run_id(job_dirs: dict[str, str] | None = None) -> dict[str, list[int]]:
+    """Run id -> live pids of this user's processes carrying it in their environment, or
+    (given ``job_dirs``, real path -> run id) working in that job's directory. Recovery does
+    not use it (a job may clear its environment and leave its directory): the tests use it
+    to see that no process of a job is left."""
+    found: dict[str, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        value = None
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as stream:
+                environ = stream.read()
+        except OSError:
+            continue
+        start = environ.find(b"ORCHESTRA_RUN_ID=")
+        if start >= 0 and (start == 0 or environ[start - 1] == 0):
+            end = environ.find(b"\0", start)
+            value = environ[start + len(b"ORCHESTRA_RUN_ID=") : end if end >= 0 else None].decode(
+                errors="replace"
+            )
+        elif job_dirs:
+            with contextlib.suppress(OSError):
+                value = job_dirs.get(os.readlink(f"/proc/{entry}/cwd"))
+        if value is not None and _alive_pid(int(entry)):
+            found.setdefault(value, []).append(int(entry))
+    return found

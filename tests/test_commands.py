@@ -211,8 +211,8 @@ def _running(repo: Repo, task: str) -> int:
 
 
 def _job_processes_alive(repo: Repo, task: str) -> bool:
-    from orchestra.backends.local import _processes_by_run_id
     from orchestra.status.store import TaskStore
+    from tests.helpers import processes_by_run_id as _processes_by_run_id
 
     record = TaskStore(repo.task_dir(task)).load()
     assert record is not None

@@ -16,10 +16,10 @@ from pathlib import Path
 import git
 import pytest
 
-from orchestra.backends.local import _processes_by_run_id
 from orchestra.status.model import TaskRecord
 from orchestra.status.store import TaskStore, read_snapshot
 from tests.helpers import Repo
+from tests.helpers import processes_by_run_id as _processes_by_run_id
 
 KILLS = 12
 # a job appends to `runs` each time it starts; a "flaky" config fails its first run only

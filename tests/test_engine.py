@@ -287,8 +287,8 @@ def test_no_op_plan_reads_only_snapshot_headers_and_still_sees_changes(repo: Rep
 
 
 def test_removing_the_config_of_a_running_job_stops_it(repo: Repo) -> None:
-    from orchestra.backends.local import _processes_by_run_id
     from orchestra.status.store import TaskStore
+    from tests.helpers import processes_by_run_id as _processes_by_run_id
 
     repo.configs({"c0.txt": "ok\n", "c1.txt": "ok\n"})
     task = repo.task(exec="sleep 30; cat %IN > %OUT # %DATA", bypass=True)

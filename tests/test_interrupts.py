@@ -18,13 +18,14 @@ from pathlib import Path
 import pytest
 
 from orchestra.backends.base import EXIT_MARKER, JobEvent, JobRun
-from orchestra.backends.local import LocalBackend, _freeze, _processes_by_run_id
+from orchestra.backends.local import LocalBackend, _freeze
 from orchestra.commands import _run
 from orchestra.engine.runner import TaskRun
 from orchestra.spec.loader import load_text
 from orchestra.spec.model import ClusterSpec, SlurmSettings
 from orchestra.status.store import TaskStore
 from tests.helpers import Repo
+from tests.helpers import processes_by_run_id as _processes_by_run_id
 
 DEADLINE = 60.0
 

@@ -54,7 +54,6 @@ from orchestra.spec.model import ClusterSpec
 TERM_GRACE = 5.0
 PREFETCH = 16  # jobs queued ahead of the free slots
 STARTED_AFTER = 0.05  # seconds a job runs before it is reported as started
-_RUN_KEY = b"ORCHESTRA_RUN_ID="
 FREEZE_WAIT = 1.0  # seconds for a stopped (SIGSTOP) attempt to show as stopped
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _TORN_READS = 20  # reads of a marker file caught half-written, 10 ms apart
@@ -621,42 +620,6 @@ def _freeze(pid: int) -> bool:
         if state in (b"T", b"t") or time.monotonic() > deadline:
             return True
         time.sleep(0.001)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return _stat_fields(pid)[0] != b"Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _processes_by_run_id(job_dirs: dict[str, str] | None = None) -> dict[str, list[int]]:
-    """Run id -> live pids of this user's processes carrying it in their environment, or
-    (given ``job_dirs``, real path -> run id) working in that job's directory. Recovery does
-    not use it (a job may clear its environment and leave its directory); the tests do, to
-    see that no process of a job is left."""
-    found: dict[str, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        value = None
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as stream:
-                environ = stream.read()
-        except OSError:
-            continue
-        start = environ.find(_RUN_KEY)
-        if start >= 0 and (start == 0 or environ[start - 1] == 0):
-            end = environ.find(b"\0", start)
-            value = environ[start + len(_RUN_KEY) : end if end >= 0 else None].decode(
-                errors="replace"
-            )
-        elif job_dirs:
-            with contextlib.suppress(OSError):
-                value = job_dirs.get(os.readlink(f"/proc/{entry}/cwd"))
-        if value is not None and _alive(int(entry)):
-            found.setdefault(value, []).append(int(entry))
-    return found
 
 
 def _outcome_from_marker(run: JobRun) -> JobEvent:
