@@ -26,6 +26,8 @@ import stat
 import time
 from pathlib import Path
 
+from orchestra.errors import UnsafePath
+
 LOG_FILE = "log"
 ATTEMPTS_DIR = "attempts"
 STAGING_DIR = ".orchestra-attempt"
@@ -33,8 +35,9 @@ _PRUNING = ".pruning-"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-class UnsafeJobDirectory(Exception):
-    """A job directory (or its ``jobs``, ``attempts``) that is not a plain directory."""
+class UnsafeJobDirectory(UnsafePath):
+    """A job directory (or its ``jobs``, ``attempts``) that is not a plain directory: the
+    unsafe path of every other check, told apart only for the attempt it fails."""
 
 
 def is_own_file(name: str) -> bool:
@@ -180,8 +183,9 @@ def _open_dir(name: str, parent: int | None = None, inside: str = "") -> int | N
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             shown = os.path.join(inside, name)
             raise UnsafeJobDirectory(
-                f"{shown} is a symlink or not a directory: orchestra does not follow it "
-                "(remove it, then retry the job)"
+                shown,
+                "is a symlink or not a directory: orchestra does not follow it "
+                "(remove it, then retry the job)",
             ) from None
         raise
 
